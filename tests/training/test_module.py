@@ -1,0 +1,150 @@
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from torch.optim.lr_scheduler import OneCycleLR
+
+from deeptrain.nn.mlp import MLPConfig
+from deeptrain.training.module import Classifier, needs_total_steps
+from deeptrain.training.schedules import PowerLR
+
+
+class Batches:
+    def __init__(self, x, y, batch_size):
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __iter__(self):
+        for i in range(0, len(self.x), self.batch_size):
+            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+
+class TinyData(L.LightningDataModule):
+    """Random uint8 images with a learnable rule, served as in-memory tensor batches."""
+
+    input_shape = (1, 4, 4)
+    num_classes = 3
+    normalize = "standardize"
+
+    def __init__(self, n=96, batch_size=16):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, 256, (n, *self.input_shape), dtype=torch.uint8, generator=g)
+        self.y = (self.x.flatten(1)[:, 0].long() * 3) // 256
+        self.batch_size = batch_size
+
+    def input_stats(self):
+        x = self.x.float()
+        return x.mean(0), x.std(0)
+
+    def _batches(self):
+        return Batches(self.x, self.y, self.batch_size)
+
+    train_dataloader = val_dataloader = test_dataloader = _batches
+
+
+def trainer(tmp_path, **kwargs):
+    defaults = dict(
+        default_root_dir=tmp_path, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def model(**kwargs):
+    return Classifier(MLPConfig(depth=2, width=8), input_shape=(1, 4, 4), num_classes=3, **kwargs)
+
+
+def test_forward_takes_raw_uint8_images():
+    assert model()(torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8)).shape == (5, 3)
+
+
+def test_normalization_statistics_come_from_the_data_and_travel_with_the_checkpoint(tmp_path):
+    data, m = TinyData(), model()
+    t = trainer(tmp_path)
+    t.fit(m, datamodule=data)
+    mean, std = data.input_stats()
+    torch.testing.assert_close(m.normalizer.mean, mean)
+    path = tmp_path / "m.ckpt"
+    t.save_checkpoint(path)
+    loaded = Classifier.load_from_checkpoint(path)  # hparams alone rebuild the model
+    torch.testing.assert_close(loaded.normalizer.std, std)
+    assert bool(loaded.normalizer.fitted)
+    x = data.x[:7]
+    torch.testing.assert_close(loaded.eval()(x), m.eval()(x))
+
+
+def test_penalty_is_added_to_the_loss_and_logged(tmp_path):
+    m = model(l2=0.1)
+    t = trainer(tmp_path)
+    t.fit(m, datamodule=TinyData())
+    assert "train_penalty" in t.callback_metrics
+    assert t.callback_metrics["train_penalty"] > 0
+
+
+def test_lr_override_sets_every_param_group(tmp_path):
+    m = model(lr=0.123, optimizer=partial(torch.optim.SGD, lr=1.0))
+    t = trainer(tmp_path, max_steps=1)
+    t.fit(m, datamodule=TinyData())
+    assert t.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.123)
+
+
+def test_onecycle_steps_per_batch_with_total_steps_from_the_trainer(tmp_path):
+    data = TinyData(n=96, batch_size=16)  # 6 batches per epoch
+    m = model(
+        optimizer=partial(torch.optim.SGD, lr=0.01),
+        lr_scheduler=partial(OneCycleLR, max_lr=0.1, total_steps=None),
+        scheduler_interval="epoch",  # ignored for 1cycle on purpose
+    )
+    t = trainer(tmp_path, max_epochs=2)
+    t.fit(m, datamodule=data)
+    scheduler = t.lr_scheduler_configs[0]
+    assert scheduler.interval == "step"
+    assert scheduler.scheduler.total_steps == 12
+    assert scheduler.scheduler.last_epoch == 12  # stepped once per batch
+
+
+def test_custom_schedule_steps_per_epoch(tmp_path):
+    m = model(optimizer=partial(torch.optim.SGD, lr=0.1), lr_scheduler=partial(PowerLR, decay_steps=1.0))
+    t = trainer(tmp_path, max_epochs=3)
+    t.fit(m, datamodule=TinyData())
+    assert t.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 / (1 + 3))
+
+
+def test_needs_total_steps():
+    assert needs_total_steps(partial(OneCycleLR, max_lr=1.0, total_steps=None))
+    assert not needs_total_steps(partial(OneCycleLR, max_lr=1.0, total_steps=10))
+    assert needs_total_steps(OneCycleLR)
+    assert not needs_total_steps(partial(PowerLR, decay_steps=3))
+
+
+def test_max_norm_applies_during_training(tmp_path):
+    m = Classifier(MLPConfig(depth=2, width=8, max_norm=0.3), input_shape=(1, 4, 4), num_classes=3,
+                   optimizer=partial(torch.optim.SGD, lr=1.0))
+    trainer(tmp_path, max_steps=3).fit(m, datamodule=TinyData())
+    for linear in m.net.hidden_linears():
+        assert linear.weight.norm(dim=1).max() <= 0.3 + 1e-5
+
+
+def test_mismatched_data_fails_before_training(tmp_path):
+    m = Classifier(MLPConfig(depth=1, width=4), input_shape=(1, 4, 4), num_classes=5)
+    with pytest.raises(ValueError, match="num_classes"):
+        trainer(tmp_path).fit(m, datamodule=TinyData())
+
+
+@pytest.mark.parametrize("kwargs, match", [({"l1": -1.0}, "l1"), ({"label_smoothing": 1.0}, "label_smoothing"),
+                                           ({"scheduler_interval": "batch"}, "epoch, step")])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        model(**kwargs)
+
+
+def test_selu_warns_without_standardized_inputs(tmp_path):
+    data = TinyData()
+    data.normalize = "scale"
+    m = Classifier(MLPConfig(depth=1, width=4, activation="selu", kernel_init="lecun_normal"), input_shape=(1, 4, 4), num_classes=3)
+    with pytest.warns(UserWarning, match="standardized"):
+        trainer(tmp_path, max_steps=1).fit(m, datamodule=data)
