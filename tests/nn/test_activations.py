@@ -1,0 +1,150 @@
+"""Activations and gated layers, tested over every registered name."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deeptrain.nn.activations import (
+    ACTIVATIONS,
+    GATED_LAYERS,
+    RELU_LIKE,
+    SATURATING_BOUNDS,
+    SwiGLU,
+    SwishBeta,
+    activation_name,
+    get_activation,
+    get_gated_layer,
+    is_gated,
+)
+
+LEARNABLE = {"prelu", "swish_beta"}
+ALIASES = {"linear": "identity", "logistic": "sigmoid", "swish": "silu", "squared_relu": "relu2"}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+def test_every_activation_builds_and_backpropagates(name):
+    act = get_activation(name)
+    x = torch.randn(16, 8, requires_grad=True)
+    y = act(x)
+    assert y.shape == x.shape
+    y.square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+def test_learnable_activations_get_gradients(name):
+    act = get_activation(name)
+    params = list(act.parameters())
+    assert bool(params) == (ACTIVATIONS.get(name) in {ACTIVATIONS.get(n) for n in LEARNABLE})
+    if not params:
+        return
+    act(torch.randn(16, 8)).square().sum().backward()
+    for p in params:
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+def test_activation_name_round_trips_to_canonical(name):
+    assert activation_name(get_activation(name)) == ALIASES.get(name, name)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+def test_bad_kwarg_names_activation_and_argument(name):
+    with pytest.raises(ValueError, match=rf"{name}.*not_an_arg"):
+        get_activation(name, not_an_arg=1)
+
+
+def test_bad_kwarg_lists_accepted_ones():
+    with pytest.raises(ValueError, match=r"'relu'.*alpha.*accepted: inplace"):
+        get_activation("relu", alpha=1)
+
+
+def test_unknown_name_lists_activations_and_gated_layers():
+    with pytest.raises(ValueError) as err:
+        get_activation("relu6")
+    assert "'relu6'" in str(err.value)
+    for name in ACTIVATIONS.names() + GATED_LAYERS.names():
+        assert name in str(err.value)
+
+
+def test_gated_name_as_activation_points_to_gated_layer():
+    with pytest.raises(ValueError, match=r"gated layer.*get_gated_layer"):
+        get_activation("swiglu")
+
+
+def test_kwargs_reach_the_module():
+    assert get_activation("leaky_relu", negative_slope=0.2).negative_slope == 0.2
+    assert get_activation("ELU", alpha=0.5).alpha == 0.5  # names are case-insensitive
+    assert get_activation("prelu", num_parameters=8, init=0.1).weight.shape == (8,)
+    assert get_activation("swish_beta", beta=2.0).beta.item() == 2.0
+
+
+def test_class_instance_callable_and_none_specs():
+    assert isinstance(get_activation(nn.ELU, alpha=0.3), nn.ELU)
+    inst = nn.Tanh()
+    assert get_activation(inst) is inst
+    with pytest.raises(ValueError, match="already built"):
+        get_activation(inst, alpha=1)
+    x = torch.randn(5)
+    assert torch.equal(get_activation(torch.tanh)(x), torch.tanh(x))
+    assert torch.equal(get_activation(F.leaky_relu, negative_slope=0.3)(x), F.leaky_relu(x, 0.3))
+    with pytest.raises(ValueError, match="alpha"):
+        get_activation(F.leaky_relu, alpha=0.3)
+    assert isinstance(get_activation(None), nn.Identity)
+    with pytest.raises(ValueError, match="unexpected"):
+        get_activation(nn.ReLU, alpha=1)
+
+
+def test_custom_modules_compute_their_formula():
+    x = torch.linspace(-4, 4, 101)
+    assert torch.allclose(SwishBeta()(x), F.silu(x))
+    assert torch.allclose(SwishBeta(beta=50.0)(x), F.relu(x), atol=1e-2)
+    assert torch.allclose(SwishBeta(beta=0.0)(x), x / 2)
+    assert torch.allclose(get_activation("relu2")(x), F.relu(x) ** 2)
+
+
+@pytest.mark.parametrize("name", sorted(SATURATING_BOUNDS))
+def test_saturating_bounds(name):
+    lo, hi = SATURATING_BOUNDS[name]
+    y = get_activation(name)(torch.tensor([-100.0, 0.0, 100.0]))
+    assert y.min() >= lo and y.max() <= hi
+    assert torch.allclose(y[[0, 2]], torch.tensor([lo, hi]))
+
+
+@pytest.mark.parametrize("name", sorted(RELU_LIKE))
+def test_relu_like_zero_output_means_zero_gradient(name):
+    assert name in ACTIVATIONS
+    x = (torch.randn(1000) * 5).requires_grad_()
+    y = get_activation(name)(x)
+    y.sum().backward()
+    dead = y == 0
+    assert dead.any()
+    assert (x.grad[dead] == 0).all()
+
+
+@pytest.mark.parametrize("name", GATED_LAYERS.names())
+def test_gated_layers_map_in_to_out_and_backpropagate(name):
+    layer = get_gated_layer(name, 12, 7)
+    assert is_gated(name) and is_gated(layer) and not is_gated("relu")
+    assert isinstance(layer.proj, nn.Linear) and layer.proj.weight.shape == (14, 12)
+    assert activation_name(layer) == name
+    x = torch.randn(4, 12, requires_grad=True)
+    y = layer(x)
+    assert y.shape == (4, 7)
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and layer.proj.weight.grad.abs().sum() > 0
+    assert get_gated_layer(name, 12, 7, bias=False).proj.bias is None
+
+
+def test_swiglu_is_silu_of_first_half_times_second():
+    layer = SwiGLU(6, 3)
+    x = torch.randn(2, 6)
+    a, b = layer.proj(x)[:, :3], layer.proj(x)[:, 3:]
+    assert torch.allclose(layer(x), F.silu(a) * b)
