@@ -21,7 +21,9 @@ from deeptrain.nn.registry import normalize_name
 
 from .augment import BatchAugment
 from .loader import InMemoryLoader
+from .pretext import PRETEXTS
 from .sources import SOURCES, ImageArrays, default_data_dir, load_source, source_info
+from .subsets import check_classes, class_mask, remap_labels, sample_subset
 
 NORMALIZE_CHOICES = ("standardize", "scale", "none")
 # Floor on a pixel's std, in grey levels (0..255). A pixel that barely varies in the
@@ -78,6 +80,17 @@ class ImageDataModule(L.LightningDataModule):
             or ``~/.cache/deeptrain``).
         shuffle_seed: seed of the per-epoch training order (default: the seed given to
             ``seed_everything``, else 0).
+        classes: keep only these source class ids, in train, val and test alike, relabelled
+            0..k-1 in the order listed: ``[5, 6]`` makes sandal 0 and shirt 1 (list the
+            positive class of a binary task last). The val split is drawn before filtering,
+            so a class subset keeps exactly the validation images of the full split.
+        train_size: keep a seeded random ``train_size`` examples of the training split (after
+            ``classes``), not stratified: class counts vary as in a random labelling effort.
+        train_size_per_class: keep exactly this many training examples of every class
+            (stratified); not together with ``train_size``.
+        subset_seed: seed of the ``train_size`` draw (default: ``split_seed``).
+        pretext: replace labels with a self-supervised task's (``rotation``: each image rotated
+            by k * 90 degrees, label k), in every split; see :mod:`deeptrain.data.pretext`.
 
     Example:
         >>> dm = ImageDataModule("fashion_mnist", data_dir="../shared/data", batch_size=64)
@@ -88,7 +101,10 @@ class ImageDataModule(L.LightningDataModule):
     def __init__(self, dataset: str = "fashion_mnist", data_dir: str | None = None, download: bool = False,
                  val_size: int = 5000, split_seed: int = 42, batch_size: int = 32, eval_batch_size: int = 1000,
                  normalize: str = "standardize", hflip: bool = False, crop_padding: int = 0,
-                 image_size: int | None = None, cache_dir: str | None = None, shuffle_seed: int | None = None):
+                 image_size: int | None = None, cache_dir: str | None = None, shuffle_seed: int | None = None,
+                 classes: list[int] | None = None, train_size: int | None = None,
+                 train_size_per_class: int | None = None, subset_seed: int | None = None,
+                 pretext: str | None = None):
         super().__init__()
         _require(dataset in SOURCES, "dataset", dataset, f"one of {SOURCES.names()}")
         _require(normalize in NORMALIZE_CHOICES, "normalize", normalize, f"one of {list(NORMALIZE_CHOICES)}")
@@ -107,6 +123,7 @@ class ImageDataModule(L.LightningDataModule):
         self.image_size, self.cache_dir, self.shuffle_seed = image_size, cache_dir, shuffle_seed
         self.augment = BatchAugment(hflip=hflip, crop_padding=crop_padding)
         self._info = source_info(self.dataset, self.data_dir, image_size)
+        self._init_task(classes, train_size, train_size_per_class, subset_seed, pretext)
         self._source = None  # loaded by prepare_data, consumed by setup
         self._splits: dict[str, ImageArrays] | None = None
         self.split_indices: dict[str, Tensor] = {}
@@ -116,6 +133,22 @@ class ImageDataModule(L.LightningDataModule):
         self._train_loader: InMemoryLoader | None = None
         self._loader_state: dict | None = None  # from a checkpoint, for the next train loader
 
+    def _init_task(self, classes, train_size, train_size_per_class, subset_seed, pretext) -> None:
+        """Validate and keep the task options: which classes, how many training examples, which pretext."""
+        n_source = len(self._info.class_names)
+        self.classes = check_classes(classes, n_source) if classes is not None else None
+        for key, value in (("train_size", train_size), ("train_size_per_class", train_size_per_class)):
+            _require(value is None or (isinstance(value, int) and value >= 1), key, value, "None or an int >= 1")
+        _require(train_size is None or train_size_per_class is None, "train_size_per_class", train_size_per_class,
+                 f"None when train_size={train_size} is given")
+        _require(subset_seed is None or isinstance(subset_seed, int), "subset_seed", subset_seed, "None or an int")
+        _require(pretext is None or pretext in PRETEXTS, "pretext", pretext, f"None or one of {PRETEXTS.names()}")
+        self.train_size, self.train_size_per_class = train_size, train_size_per_class
+        self.subset_seed = subset_seed if subset_seed is not None else self.split_seed
+        self.pretext = PRETEXTS.get(pretext)() if pretext is not None else None
+        if self.pretext is not None:
+            self.pretext.check_shape(self.input_shape)
+
     # -- what the model needs before setup ---------------------------------------------
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -124,11 +157,15 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        return len(self._info.class_names)
+        return len(self.class_names)
 
     @property
     def class_names(self) -> list[str]:
-        return list(self._info.class_names)
+        """Names of the labels the model predicts: the pretext's, else the kept classes in label order."""
+        if self.pretext is not None:
+            return list(self.pretext.class_names)
+        names = self._info.class_names
+        return [names[c] for c in self.classes] if self.classes is not None else list(names)
 
     # -- data -------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -159,13 +196,32 @@ class ImageDataModule(L.LightningDataModule):
             raise RuntimeError(f"{self.dataset} images are {shape}, but input_shape was {self.input_shape}")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[: self.val_size].sort().values, perm[self.val_size :].sort().values
+        train_idx, val_idx = self._keep_classes(src.train, train_idx), self._keep_classes(src.train, val_idx)
+        train_idx = train_idx[sample_subset(src.train.labels[train_idx], self.train_size,
+                                            self.train_size_per_class, self.subset_seed)]
         self.split_indices = {"train": train_idx, "val": val_idx}  # into the source's training set
-        train = ImageArrays(src.train.images[train_idx], src.train.labels[train_idx])
-        val = ImageArrays(src.train.images[val_idx], src.train.labels[val_idx])
+        train, val = self._select(src.train, train_idx), self._select(src.train, val_idx)
         self._has_test = src.test is not None
-        self._splits = {"train": train, "val": val, "test": src.test if self._has_test else val}
+        test = val
+        if self._has_test:
+            test = src.test if self.classes is None else self._select(src.test, self._keep_classes(src.test))
+        self._splits = {"train": train, "val": val, "test": test}
         rank_zero_info(f"{self.dataset}: {len(train)} train, {len(val)} val, "
                        f"{len(self._splits['test'])} test{'' if self._has_test else ' (= val)'} examples")
+
+    def _keep_classes(self, arrays: ImageArrays, idx: Tensor | None = None) -> Tensor:
+        """The indices ``idx`` (default: all) whose label is one of ``classes``."""
+        idx = torch.arange(len(arrays)) if idx is None else idx
+        return idx if self.classes is None else idx[class_mask(arrays.labels[idx], self.classes)]
+
+    def _select(self, arrays: ImageArrays, idx: Tensor) -> ImageArrays:
+        labels = arrays.labels[idx]
+        return ImageArrays(arrays.images[idx], labels if self.classes is None else remap_labels(labels, self.classes))
+
+    @property
+    def has_test_split(self) -> bool:
+        """False when the source has no test split and ``test`` is the validation split (after ``setup``)."""
+        return self._has_test
 
     def split(self, name: str) -> ImageArrays:
         """The ``train``, ``val``, ``test`` or ``predict`` (= test) split, on the CPU."""
@@ -237,9 +293,12 @@ class ImageDataModule(L.LightningDataModule):
         return self._eval_loader("predict")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.augment.enabled and self.trainer is not None and self.trainer.training:
+        training = self.trainer is not None and self.trainer.training
+        if self.augment.enabled and training:
             x, y = batch
             batch = (self.augment(x), y)
+        if self.pretext is not None:  # every split: validation measures the pretext task too
+            batch = self.pretext(*batch, train=training)
         return batch
 
     # -- checkpoints --------------------------------------------------------------------
