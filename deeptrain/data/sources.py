@@ -23,6 +23,7 @@ from deeptrain.nn.registry import Registry
 
 from . import image_folder as folder
 from .errors import DatasetNotFoundError
+from .integrity import CorruptDataError, check_fashion_mnist, corrupt_cifar10_files
 
 ImageSize = Union[int, tuple[int, int], None]
 
@@ -136,6 +137,11 @@ class FashionMNISTSource(TorchvisionSource):
 
         return FashionMNIST
 
+    def _open(self, data_dir: Path, train: bool, download: bool):
+        # torchvision checks only that the IDX files exist; a damaged one must be named, not parsed
+        check_fashion_mnist(Path(data_dir) / self.folder_name)
+        return super()._open(data_dir, train, download)
+
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -156,6 +162,17 @@ class CIFAR10Source(TorchvisionSource):
         from torchvision.datasets import CIFAR10
 
         return CIFAR10
+
+    def _open(self, data_dir: Path, train: bool, download: bool):
+        try:
+            return super()._open(data_dir, train, download)
+        except DatasetNotFoundError as err:  # torchvision: "not found or corrupted" (it checks every MD5)
+            bad = corrupt_cifar10_files(Path(data_dir))
+            if bad:
+                raise CorruptDataError(f"CIFAR-10 files fail their MD5 check (truncated or modified): "
+                                       f"{', '.join(map(str, bad))}; delete them and download again "
+                                       "(--data.download true)") from err
+            raise
 
     def jpeg_folder(self, data_dir: Path) -> Path | None:
         if (Path(data_dir) / self.folder_name).exists():
