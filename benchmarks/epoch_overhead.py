@@ -13,7 +13,7 @@ depend on pixel values).
 from __future__ import annotations
 
 import argparse
-import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,35 +21,15 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from common import NETS, add_common_args, alternate, load_tensors, machine, new_classifier, print_table, setup_threads, write_json
 from deeptrain.data.loader import InMemoryLoader
-from deeptrain.nn.mlp import MLPConfig
-from deeptrain.training.module import Classifier
-
-NET = MLPConfig(depth=20, width=100, activation="elu", kernel_init="he_normal")
-BN_NET = MLPConfig(depth=20, width=100, activation="elu", kernel_init="he_normal", norm="batch", input_norm=True)
 
 
-def load_tensors(data_dir: str | None, n: int = 45_000) -> tuple[torch.Tensor, torch.Tensor]:
-    if data_dir:
-        from deeptrain.data.datamodule import ImageDataModule
-
-        dm = ImageDataModule("image_folder", data_dir=data_dir, val_size=50_000 - n)
-        dm.setup("fit")
-        loader = dm.train_dataloader()
-        return loader.images, loader.labels
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
+def new_model(net: str, images: torch.Tensor, **kwargs):
+    return new_classifier(net, images, optimizer=torch.optim.NAdam, **kwargs)
 
 
-def new_model(net: MLPConfig, images: torch.Tensor) -> Classifier:
-    torch.manual_seed(0)
-    model = Classifier(net, input_shape=(3, 32, 32), num_classes=10, optimizer=torch.optim.NAdam)
-    x = images[:5000].float()
-    model.normalizer.set_stats(x.mean(0), x.std(0).clamp_min(1.0))
-    return model
-
-
-def plain_epoch(net: MLPConfig, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+def plain_epoch(net: str, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     model = new_model(net, images).train()
     optimizer = torch.optim.NAdam(model.parameters())
     loader = InMemoryLoader(images, labels, batch_size, shuffle=True, seed=0)
@@ -63,56 +43,61 @@ def plain_epoch(net: MLPConfig, images: torch.Tensor, labels: torch.Tensor, batc
 
 
 class EpochTimer(L.Callback):
+    def __init__(self):
+        self.epochs = []  # seconds of each training epoch
+
     def on_train_epoch_start(self, trainer, module):
         self.start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module):
-        self.seconds = time.perf_counter() - self.start
+        self.epochs.append(time.perf_counter() - self.start)
 
 
-def trainer_epoch(net: MLPConfig, images: torch.Tensor, labels: torch.Tensor, batch_size: int, tmp: Path) -> float:
-    """The Trainer as the CLI configures it (TensorBoard logger, LR monitor, checkpoint), without validation."""
-    model = new_model(net, images)
+def trainer_epoch(net: str, images: torch.Tensor, labels: torch.Tensor, batch_size: int, tmp: Path,
+                  model_kwargs: dict | None = None, epochs: int = 1, **trainer_kwargs) -> float:
+    """The Trainer as the CLI configures it (TensorBoard logger, LR monitor, checkpoint), without validation.
+
+    ``model_kwargs`` go to the Classifier (e.g. ``compile=True``), ``trainer_kwargs`` to the Trainer
+    (e.g. ``precision="bf16-mixed"``). Returns the seconds of the last of ``epochs`` epochs (2: the
+    first one, which pays any compilation, is not timed)."""
+    model = new_model(net, images, **(model_kwargs or {}))
     timer = EpochTimer()
-    trainer = L.Trainer(
-        max_epochs=1, default_root_dir=tmp, limit_val_batches=0, num_sanity_val_steps=0,
-        logger=L.pytorch.loggers.TensorBoardLogger(tmp, default_hp_metric=False),
-        callbacks=[timer, L.pytorch.callbacks.LearningRateMonitor("step")],
-        enable_progress_bar=False, enable_model_summary=False,
-    )
+    trainer = L.Trainer(**{
+        "max_epochs": epochs, "default_root_dir": tmp, "limit_val_batches": 0, "num_sanity_val_steps": 0,
+        "logger": L.pytorch.loggers.TensorBoardLogger(tmp, default_hp_metric=False),
+        "callbacks": [timer, L.pytorch.callbacks.LearningRateMonitor("step")],
+        "enable_progress_bar": False, "enable_model_summary": False, **trainer_kwargs,
+    })
     trainer.fit(model, train_dataloaders=InMemoryLoader(images, labels, batch_size, shuffle=True, seed=0))
-    return timer.seconds
+    return timer.epochs[-1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 1000])
-    parser.add_argument("--nets", nargs="+", default=["baseline"], choices=["baseline", "batchnorm"])
+    parser.add_argument("--nets", nargs="+", default=["baseline"], choices=sorted(NETS))
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 image folder (default: random bytes)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default=None, help="also write the table here")
+    parser.add_argument("--images", type=int, default=45_000, help="training images per epoch")
+    add_common_args(parser)
     args = parser.parse_args()
+    setup_threads(args.threads)
 
-    import tempfile
-
-    images, labels = load_tensors(args.data_dir)
+    images, labels = load_tensors(args.data_dir, args.images)
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(images)} training images")
-    print(f"{'net':<10}{'batch':>6}{'plain s':>10}{'trainer s':>11}{'ratio':>8}")
+    print(f"{machine()}, {len(images)} training images, best of {args.repeats}")
     for name in args.nets:
-        net = NET if name == "baseline" else BN_NET
         for batch_size in args.batch_sizes:
-            plain, lightning = [], []
             with tempfile.TemporaryDirectory() as tmp:
-                for _ in range(args.repeats):
-                    plain.append(plain_epoch(net, images, labels, batch_size))
-                    lightning.append(trainer_epoch(net, images, labels, batch_size, Path(tmp)))
-            row = {"net": name, "batch_size": batch_size, "plain_s": min(plain), "trainer_s": min(lightning)}
-            row["ratio"] = row["trainer_s"] / row["plain_s"]
-            rows.append(row)
-            print(f"{name:<10}{batch_size:>6}{row['plain_s']:>10.2f}{row['trainer_s']:>11.2f}{row['ratio']:>8.3f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+                best = alternate({
+                    "plain": lambda: plain_epoch(name, images, labels, batch_size),
+                    "trainer": lambda: trainer_epoch(name, images, labels, batch_size, Path(tmp)),
+                }, args.repeats)
+            rows.append({"net": name, "batch_size": batch_size, "plain_s": best["plain"], "trainer_s": best["trainer"],
+                         "ratio": best["trainer"] / best["plain"]})
+            print_table(rows[-1:], list(rows[-1]))
+    print()
+    print_table(rows, list(rows[0]))
+    write_json(args.json, rows, benchmark="epoch_overhead", repeats=args.repeats)
 
 
 if __name__ == "__main__":

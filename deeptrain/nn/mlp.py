@@ -174,6 +174,10 @@ class MLP(nn.Module):
         torch.Size([8, 10])
     """
 
+    # A chain of per-row layers: MC dropout may run the part below the first dropout once
+    # and repeat its output (deeptrain.nn.mc_dropout, share_prefix).
+    mc_share_prefix = True
+
     def __init__(self, input_shape: Sequence[int], num_classes: int, config: MLPConfig | dict | None = None, **overrides: Any):
         super().__init__()
         cfg = MLPConfig.coerce(config)

@@ -67,6 +67,16 @@ class EpochRecorder(L.Callback):
               f"val_loss {self.history[-1]['val_loss']:.4f}  {self.history[-1]['epoch_s']:.1f}s", flush=True)
 
 
+def best_entry(history: list[dict], stopper: Optional[L.Callback]) -> dict:
+    """The epoch whose weights early stopping kept: best by its monitor (``val_loss`` or
+    ``val_acc``, per its ``mode``), the lowest ``val_loss`` without early stopping."""
+    monitor, mode = getattr(stopper, "monitor", "val_loss"), getattr(stopper, "mode", "min")
+    if not history or monitor not in history[0]:
+        monitor, mode = "val_loss", "min"
+    pick = max if mode == "max" else min
+    return pick(history, key=lambda h: h[monitor])  # ties: the first, as early stopping keeps it
+
+
 def run_one(config: Path, seed: int, run_dir: Path, extra: list[str]) -> dict:
     """Train one config with one seed (resuming if interrupted) and summarize it."""
     from deeptrain.cli import build_cli
@@ -84,7 +94,7 @@ def run_one(config: Path, seed: int, run_dir: Path, extra: list[str]) -> dict:
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)
 
     model, data, history = cli.model, cli.datamodule, recorder.history
-    best = min(history, key=lambda h: h["val_loss"])
+    best = best_entry(history, cli.trainer.early_stopping_callback)
     # The model now holds the best epoch's weights (early stopping restores them): evaluate those.
     val = cli.trainer.validate(model, datamodule=data, verbose=False)[0]
     result = {

@@ -14,9 +14,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy
 
+from deeptrain.nn.mc_dropout import mc_predict
 from deeptrain.nn.mlp import MLP, MLPConfig
 from deeptrain.nn.normalization import InputNormalizer
+from deeptrain.training.checkpoint_io import check_checkpoint_fits
+from deeptrain.training.compile import compile_step_
 from deeptrain.training.penalties import linear_weights, weight_penalty
+from deeptrain.training.transfer import InitFrom, apply_init_from, mark_applied, reused_layers
 
 INTERVALS = ("epoch", "step")
 HP_METRICS = ("hp/best_val_loss", "hp/best_val_acc", "hp/best_epoch")
@@ -52,12 +56,28 @@ class Classifier(L.LightningModule):
         l1: factor of the l1 penalty ``l1 * sum|w|`` over Linear weights.
         l2: factor of the l2 penalty ``l2 * sum w^2`` over Linear weights.
         label_smoothing: cross-entropy label smoothing in [0, 1).
+        mc_samples: if > 0, ``predict`` returns MC-dropout estimates over this many passes,
+            ``{"probs": mean (B, C), "std": per-class std (B, C)}``, instead of the softmax
+            tensor (see :func:`deeptrain.nn.mc_dropout.mc_predict`).
+        compile: compile the forward pass (normalizer + network, and so its backward) and the
+            optimizer's update with ``torch.compile`` (with an LR schedule, learning rates become
+            0-dim tensors, so new values do not recompile); parameter names and checkpoints are
+            unchanged, so a checkpoint loads with or without it. Compiling takes a while at the
+            first step and at each new batch shape (README, Performance: what it gains).
+        init_from: reuse the input BatchNorm and all (or the first k) hidden blocks of another
+            run's checkpoint, copied at the first ``setup`` (the file is only read; call
+            ``transfer.apply_init_from(model)`` to copy earlier), with a new output layer:
+            ``{checkpoint: path, layers: all | k, normalizer: true}``
+            (see :mod:`deeptrain.training.transfer`; freeze them with
+            :class:`~deeptrain.callbacks.finetuning.FreezeUnfreeze`).
 
     Example:
         >>> model = Classifier(MLPConfig(widths=[300, 100]), input_shape=(1, 28, 28), num_classes=10)
         >>> model(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)).shape
         torch.Size([4, 10])
     """
+
+    mc_share_prefix = True  # normalizer -> MLP is a chain of per-row layers (see mc_predict)
 
     def __init__(
         self,
@@ -72,9 +92,13 @@ class Classifier(L.LightningModule):
         l1: float = 0.0,
         l2: float = 0.0,
         label_smoothing: float = 0.0,
+        mc_samples: int = 0,
+        init_from: Optional[InitFrom] = None,
+        compile: bool = False,
     ):
         super().__init__()
         net = MLPConfig.coerce(net).to_dict()  # plain values in hparams: checkpoints load with weights_only
+        init_from = InitFrom.coerce(init_from).to_dict() if init_from is not None else None
         input_shape = [int(s) for s in input_shape]
         self.save_hyperparameters()
         for key in ("optimizer", "lr_scheduler"):  # Python callables cannot go into a checkpoint; CLI dicts can
@@ -87,6 +111,8 @@ class Classifier(L.LightningModule):
                 raise ValueError(f"{key} must be >= 0, got {value}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if mc_samples < 0:
+            raise ValueError(f"mc_samples must be >= 0 (0: deterministic predict), got {mc_samples}")
 
         self.net = MLP(input_shape, num_classes, net)
         self.normalizer = InputNormalizer(input_shape)
@@ -97,11 +123,30 @@ class Classifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self._penalized = linear_weights(self.net)
         self._best_val_loss = float("inf")
+        self.reused_layers = reused_layers(self.net, init_from)  # names inside self.net, for FreezeUnfreeze
+        self._epoch_loss_sum, self._epoch_count = None, 0  # the epoch's training loss, summed on the device
+        if compile:
+            self._compile_forward()
 
     # ---- forward and steps -------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw images (uint8 or float, pixel units) -> logits (B, num_classes)."""
         return self.net(self.normalizer(x))
+
+    def _compile_forward(self) -> None:
+        # nn.Module.compile wraps __call__ in place: no wrapper module, so state-dict keys stay the
+        # same. dynamic=False: one graph per batch shape (train, last batch, eval) beats a dynamic one.
+        self.compile(dynamic=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_compiled_call_impl"] = None  # bound to this instance: a copy or pickle compiles its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if self.hparams.get("compile"):
+            self._compile_forward()
 
     def penalty(self) -> torch.Tensor:
         return weight_penalty(self._penalized, self.hparams.l1, self.hparams.l2)
@@ -114,15 +159,46 @@ class Classifier(L.LightningModule):
             penalty = self.penalty()
             self.log("train_penalty", penalty, on_step=False, on_epoch=True)
             loss = loss + penalty
-        self.train_acc(logits, y)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        # Per step only device ops: self.log costs ~0.5 ms of Python per call, so it runs on logging
+        # steps only; the epoch means are summed here and logged in on_train_epoch_end.
+        self.train_acc.update(logits.detach(), y)
+        self._accumulate_loss(loss.detach(), len(y))
+        if self._is_logging_step():  # every trainer.log_every_n_steps steps
+            # A progress-bar value is read on the host after every step, even if logged once: only with a bar.
+            self.log("train_loss_step", loss, prog_bar=self._trainer is not None and self.trainer.progress_bar_callback is not None)
         return loss
+
+    def _accumulate_loss(self, loss: torch.Tensor, count: int) -> None:
+        if self._epoch_loss_sum is None:
+            self._epoch_loss_sum = torch.zeros((), device=loss.device)
+        self._epoch_loss_sum.add_(loss, alpha=count)
+        self._epoch_count += count
+
+    def _is_logging_step(self) -> bool:
+        trainer = self._trainer
+        if trainer is None or trainer.fast_dev_run:
+            return True
+        connector = getattr(trainer, "_logger_connector", None)  # Lightning's own test for "log this step"
+        return connector is None or connector.should_update_logs
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_loss_sum, self._epoch_count = None, 0
+
+    def on_train_epoch_end(self) -> None:
+        # Same names as self.log(on_step=True, on_epoch=True) gave: train_loss_step/_epoch, and
+        # train_loss in callback_metrics; train_acc over the epoch.
+        if self._epoch_count:
+            mean = self._epoch_loss_sum / self._epoch_count
+            self.log("train_loss_epoch", mean, prog_bar=True)
+            self.log("train_loss", mean, logger=False)
+            self.log("train_acc", self.train_acc.compute())
+        self.train_acc.reset()
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy) -> None:
         x, y = batch
         logits = self(x)
-        self.log(f"{stage}_loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True)
+        # sync_dist: under DDP the epoch value averages every rank's shard (one all-reduce per epoch)
+        self.log(f"{stage}_loss", F.cross_entropy(logits, y), on_epoch=True, prog_bar=True, sync_dist=True)
         accuracy(logits, y)
         self.log(f"{stage}_acc", accuracy, on_epoch=True, prog_bar=True)
 
@@ -132,8 +208,11 @@ class Classifier(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_acc)
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor | dict[str, torch.Tensor]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if self.hparams.mc_samples:  # e.g. Classifier.load_from_checkpoint(path, mc_samples=100)
+            mean, std = mc_predict(self, x, samples=self.hparams.mc_samples)
+            return {"probs": mean, "std": std}
         return self(x).softmax(dim=-1)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -142,6 +221,8 @@ class Classifier(L.LightningModule):
 
     # ---- setup, optimizers, logging -----------------------------------------------------------
     def setup(self, stage: str) -> None:
+        if not (self._trainer and self.trainer.ckpt_path):  # a checkpoint about to load brings its own weights
+            apply_init_from(self)  # copies init_from's layers, once (before the normalizer check below)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if datamodule is None:
             return
@@ -152,10 +233,14 @@ class Classifier(L.LightningModule):
             warnings.warn("SELU network with inputs that are not standardized: set data.normalize: standardize", stacklevel=2)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
+        # Frozen parameters stay out: a finetuning callback adds them as their own group when it unfreezes.
+        optimizer = self.optimizer([p for p in self.parameters() if p.requires_grad])
         if self.lr is not None:
             for group in optimizer.param_groups:
                 group["lr"] = self.lr
+        if self.hparams.get("compile"):
+            # the update is most of a small-batch step; tensor learning rates let a schedule change them
+            compile_step_(optimizer, tensor_lr=self.lr_scheduler is not None)
         if self.lr_scheduler is None:
             return optimizer
         if needs_total_steps(self.lr_scheduler):
@@ -173,6 +258,15 @@ class Classifier(L.LightningModule):
         # Declare the HParams-view metrics once; their values are logged at each validation end.
         if isinstance(self.logger, TensorBoardLogger):
             self.logger.log_hyperparams(self.hparams, {name: float("nan") for name in HP_METRICS})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["best_val_loss"] = self._best_val_loss  # the hp/ metrics continue after a resume
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        source = getattr(self._trainer, "ckpt_path", None) if self._trainer else None
+        check_checkpoint_fits(self, checkpoint, source, hparams=self.hparams)  # a clear error, not torch's traceback
+        self._best_val_loss = float(checkpoint.get("best_val_loss", self._best_val_loss))
+        mark_applied(self.hparams)  # these weights already hold any reused layers: never copy over them
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

@@ -1,0 +1,1 @@
+"""Lightning callbacks: reliability (RNG state, interrupt checkpoints, non-finite losses) and diagnostics."""

@@ -1,0 +1,84 @@
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from deeptrain.cli import TOOLS
+from deeptrain.nn.mlp import MLPConfig
+from deeptrain.nn.sparsity import plain_state_dict, prunable_weights, sparsity_report
+from deeptrain.tools import prune as prune_tool
+from deeptrain.training.module import Classifier
+
+
+class TinyData(L.LightningDataModule):
+    input_shape, num_classes, normalize = (1, 4, 4), 3, "standardize"
+
+    def __init__(self, n=96):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, 256, (n, *self.input_shape), dtype=torch.uint8, generator=g)
+        self.y = (self.x.flatten(1)[:, 0].long() * 3) // 256
+
+    def input_stats(self):
+        return self.x.float().mean(0), self.x.float().std(0)
+
+    def _loader(self):
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=32)
+
+    train_dataloader = val_dataloader = _loader
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prune")
+    torch.manual_seed(0)
+    model = Classifier(MLPConfig(widths=[32, 16]), input_shape=(1, 4, 4), num_classes=3, lr=0.01)
+    trainer = L.Trainer(default_root_dir=tmp, max_epochs=8, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=TinyData())
+    path = tmp / "trained.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def test_prune_command_reports_sparsity_and_accuracy_and_saves_a_plain_checkpoint(trained_checkpoint, tmp_path,
+                                                                                   monkeypatch, capsys):
+    assert TOOLS["prune"] == "deeptrain.tools.prune:main"
+    monkeypatch.setattr(prune_tool, "datamodule_from_config", lambda config, overrides: TinyData())
+    out = tmp_path / "pruned.ckpt"
+    report = prune_tool.main(["--ckpt", str(trained_checkpoint), "--amount", "0.7", "--out", str(out),
+                              "--finetune_epochs", "2"])
+    n = report["global"].total
+    assert n == 16 * 32 + 32 * 16 + 16 * 3
+    assert report["global"].zeros == round(0.7 * n)
+    assert len(report["layers"]) == 3 and all(0 < row.sparsity < 1 for row in report["layers"])
+    for stage in ("before", "pruned", "finetuned"):
+        assert 0 <= report[stage]["val_acc"] <= 1
+    assert report["before"]["val_acc"] > 0.6  # the trained net learned the rule; pruning is measured against it
+    printed = capsys.readouterr().out
+    assert "global" in printed and f"{report['global'].sparsity:.2%}" in printed and "after fine-tuning" in printed
+
+    state = torch.load(out, weights_only=True)["state_dict"]
+    assert not any(k.endswith(("_orig", "_mask")) for k in state)
+    reloaded = Classifier.load_from_checkpoint(out)
+    assert sparsity_report(prunable_weights(reloaded))[1] == report["global"]
+    (scores,) = prune_tool.quiet_trainer().validate(reloaded, datamodule=TinyData(), verbose=False)
+    assert scores["val_acc"] == pytest.approx(report["finetuned"]["val_acc"])  # the fine-tuned masks are kept
+
+
+def test_layer_scope_and_dense_head(trained_checkpoint):
+    model = Classifier.load_from_checkpoint(trained_checkpoint)
+    report = prune_tool.prune_model(model, TinyData(), amount=0.5, scope="layer", include_head=False)
+    assert [row.name for row in report["layers"]] == ["net.backbone.0.linear", "net.backbone.1.linear"]
+    assert [row.sparsity for row in report["layers"]] == [0.5, 0.5]
+    assert (model.net.head.weight != 0).all()
+    assert report["finetuned"] is None
+
+
+def test_plain_state_dict_folds_masks():
+    linear = torch.nn.Linear(3, 2)
+    torch.nn.utils.prune.l1_unstructured(linear, "weight", amount=3)
+    state = plain_state_dict(linear.state_dict())
+    assert set(state) == {"weight", "bias"}
+    torch.testing.assert_close(state["weight"], linear.weight)
+    assert int((state["weight"] == 0).sum()) == 3
