@@ -64,14 +64,18 @@ def alternate(variants: dict[str, Callable[[], float | None]], repeats: int, war
     for _ in range(warmup):
         for fn in variants.values():
             fn()
-    best = {name: float("inf") for name in variants}
+    runs = {name: [] for name in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
             start = time.perf_counter()
             seconds = fn()
-            seconds = time.perf_counter() - start if seconds is None else seconds
-            best[name] = min(best[name], seconds)
-    return best
+            runs[name].append(time.perf_counter() - start if seconds is None else seconds)
+    LAST_RUNS.clear()
+    LAST_RUNS.update(runs)  # every time, for judging the spread
+    return {name: min(times) for name, times in runs.items()}
+
+
+LAST_RUNS: dict[str, list[float]] = {}
 
 
 def time_calls(fn: Callable[[], Any], calls: int) -> float:

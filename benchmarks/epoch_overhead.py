@@ -21,7 +21,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from common import NETS, add_common_args, alternate, load_tensors, machine, new_classifier, print_table, setup_threads, write_json
+from common import LAST_RUNS, NETS, add_common_args, alternate, load_tensors, machine, new_classifier, print_table, setup_threads, write_json
 from deeptrain.data.loader import InMemoryLoader
 
 
@@ -83,7 +83,7 @@ def main() -> None:
     setup_threads(args.threads)
 
     images, labels = load_tensors(args.data_dir, args.images)
-    rows = []
+    rows, runs = [], {}
     print(f"{machine()}, {len(images)} training images, best of {args.repeats}")
     for name in args.nets:
         for batch_size in args.batch_sizes:
@@ -95,9 +95,12 @@ def main() -> None:
             rows.append({"net": name, "batch_size": batch_size, "plain_s": best["plain"], "trainer_s": best["trainer"],
                          "ratio": best["trainer"] / best["plain"]})
             print_table(rows[-1:], list(rows[-1]))
+            runs[(name, batch_size)] = dict(LAST_RUNS)
+            print("  all runs (s):", {k: [round(t, 2) for t in v] for k, v in LAST_RUNS.items()})
     print()
     print_table(rows, list(rows[0]))
-    write_json(args.json, rows, benchmark="epoch_overhead", repeats=args.repeats)
+    write_json(args.json, rows, benchmark="epoch_overhead", repeats=args.repeats,
+               all_runs=[{"net": n, "batch_size": b, **r} for (n, b), r in runs.items()])
 
 
 if __name__ == "__main__":
