@@ -3,15 +3,16 @@
 Two measurements, each with the variants taking turns, best of ``--repeats``:
 
 1. Plain training steps (no Lightning), ms per step: ``eager``; ``compile`` (the forward pass
-   and its backward, as ``Classifier(compile=True)`` does); ``compile+opt`` (also the NAdam
-   update, ``torch.compile(optimizer.step)``); ``eager+compiled-opt``.
+   and its backward only); ``compile+opt`` (also the NAdam update, ``torch.compile(optimizer.step)``:
+   what ``Classifier(compile=True)`` does); ``eager+compiled-opt`` (the update only).
 2. ``--trainer``: a Trainer epoch (45,000 images, as ``configs/cifar10/baseline.yaml`` trains,
    without validation) with ``compile: false`` vs ``compile: true``, seconds per epoch: each run
-   trains a fresh model for 2 epochs and times the second (the first pays the compilation).
+   trains a fresh model for 2 epochs and times the second (the first pays the compilation);
+   ``train_loss_rel_diff``: relative difference of the two models' final epoch training loss.
 
 Then the numerical check: the losses of eager and compiled training from the same weights
 over ``--check-steps`` steps, largest relative difference. ``--profile`` prints torch.profiler
-tables (top ops by self CPU time) of 20 eager and 20 compiled steps.
+tables (top ops by self CPU time) of 20 eager and 20 compiled (model + optimizer) steps.
 
     python benchmarks/compile_speed.py --batch-sizes 32 128 1000 [--trainer] [--profile] [--threads 1] [--json out.json]
 
@@ -73,23 +74,28 @@ def loss_agreement(images, labels, batch_size: int, steps: int) -> float:
     return ((compiled - eager).abs() / eager.abs()).max().item()
 
 
-def trainer_epochs(images, labels, batch_size: int, repeats: int) -> dict[str, float]:
-    """Seconds per Trainer epoch with compile off and on (the epoch_overhead benchmark's Trainer)."""
-    from epoch_overhead import trainer_epoch
+def trainer_epochs(images, labels, batch_size: int, repeats: int) -> tuple[dict[str, float], float]:
+    """Seconds per Trainer epoch with compile off and on (the epoch_overhead benchmark's Trainer), and
+    the relative difference of their final training losses (2 epochs from the same weights)."""
+    from epoch_overhead import LAST_FIT, trainer_epoch
+
+    losses = {}
+
+    def run(variant: str) -> float:
+        seconds = trainer_epoch("baseline", images, labels, batch_size, Path(tmp), epochs=2,
+                                model_kwargs={"compile": variant == "compile"})
+        losses[variant] = LAST_FIT["metrics"]["train_loss"]
+        return seconds
 
     with tempfile.TemporaryDirectory() as tmp:  # each run: a fresh model, 2 epochs, the 2nd timed
-        run = {
-            "eager": lambda: trainer_epoch("baseline", images, labels, batch_size, Path(tmp), epochs=2),
-            "compile": lambda: trainer_epoch("baseline", images, labels, batch_size, Path(tmp), epochs=2,
-                                             model_kwargs={"compile": True}),
-        }
-        return alternate(run, repeats)
+        best = alternate({"eager": lambda: run("eager"), "compile": lambda: run("compile")}, repeats)
+    return best, abs(losses["compile"] - losses["eager"]) / losses["eager"]
 
 
 def profile_tables(images, labels, batch_size: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    for variant in ("eager", "compile"):
+    for variant in ("eager", "compile+opt"):  # compile+opt is what Classifier(compile=True) trains with
         model, optimizer, step = make(variant, images)
         train_steps(model, optimizer, images, labels, batch_size, 5, step_fn=step)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -123,9 +129,10 @@ def main() -> None:
     trainer_rows = []
     if args.trainer:
         for batch_size in args.batch_sizes:
-            best = trainer_epochs(images, labels, batch_size, args.repeats)
+            best, loss_difference = trainer_epochs(images, labels, batch_size, args.repeats)
             trainer_rows.append({"batch_size": batch_size, "eager_s_per_epoch": best["eager"],
-                                 "compile_s_per_epoch": best["compile"], "speedup": best["eager"] / best["compile"]})
+                                 "compile_s_per_epoch": best["compile"], "speedup": best["eager"] / best["compile"],
+                                 "train_loss_rel_diff": loss_difference})
             print_table(trainer_rows[-1:], list(trainer_rows[-1]))
     difference = loss_agreement(images, labels, 32, args.check_steps)
     print(f"\nlosses over {args.check_steps} steps, eager vs compiled (model + optimizer): max relative difference {difference:.2e}")

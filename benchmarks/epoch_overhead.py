@@ -52,6 +52,12 @@ class EpochTimer(L.Callback):
     def on_train_epoch_end(self, trainer, module):
         self.epochs.append(time.perf_counter() - self.start)
 
+    def on_train_end(self, trainer, module):
+        LAST_FIT["metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+LAST_FIT: dict = {}  # the callback metrics at the end of the last trainer_epoch run
+
 
 def trainer_epoch(net: str, images: torch.Tensor, labels: torch.Tensor, batch_size: int, tmp: Path,
                   model_kwargs: dict | None = None, epochs: int = 1, **trainer_kwargs) -> float:

@@ -46,6 +46,7 @@ class EpochRecorder(L.Callback):
         self.history = [h for h in self.history if h["epoch"] < trainer.current_epoch]
         self.offset = self.history[-1]["wall_s"] if self.history else 0.0
         self.start = time.perf_counter()
+        self.epoch_start = self.start  # a resume from a mid-epoch (interrupt) checkpoint skips on_train_epoch_start
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_start = time.perf_counter()
@@ -90,8 +91,10 @@ def run_one(config: Path, seed: int, run_dir: Path, extra: list[str]) -> dict:
     cli = build_cli(args, run=False)
     recorder = EpochRecorder(run_dir / HISTORY)
     cli.trainer.callbacks.append(recorder)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)
+    # the newest of the epoch-end last.ckpt and the checkpoint a Ctrl-C / SIGTERM wrote
+    saved = [p for p in (run_dir / "checkpoints").glob("last*.ckpt") if p.is_file()]
+    last = max(saved, key=lambda p: p.stat().st_mtime) if saved else None
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last else None)
 
     model, data, history = cli.model, cli.datamodule, recorder.history
     best = best_entry(history, cli.trainer.early_stopping_callback)
