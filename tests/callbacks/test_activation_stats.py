@@ -15,18 +15,7 @@ from deeptrain.callbacks.activation_stats import (
 )
 from deeptrain.nn.mlp import MLP, MLPConfig
 from deeptrain.training.module import Classifier
-
-
-class Batches:
-    def __init__(self, x, y, batch_size):
-        self.x, self.y, self.batch_size = x, y, batch_size
-
-    def __iter__(self):
-        for i in range(0, len(self.x), self.batch_size):
-            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
-
-    def __len__(self):
-        return -(-len(self.x) // self.batch_size)
+from deeptrain.data.loader import InMemoryLoader
 
 
 class ProbeData(L.LightningDataModule):
@@ -42,10 +31,10 @@ class ProbeData(L.LightningDataModule):
         return self.x.float().mean(0), self.x.float().std(0)
 
     def train_dataloader(self):
-        return Batches(self.x, self.y, 8)
+        return InMemoryLoader(self.x, self.y, 8)
 
     def val_dataloader(self):
-        return Batches(self.x.flip(0), self.y.flip(0), 10)
+        return InMemoryLoader(self.x.flip(0), self.y.flip(0), 10)
 
 
 def test_summarize_counts_saturated_dead_and_large_preactivations():

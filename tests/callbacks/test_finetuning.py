@@ -12,17 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from deeptrain.callbacks.finetuning import FreezeUnfreeze
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier
-
-
-class Batches:
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __iter__(self):
-        return ((self.x[i : i + 16], self.y[i : i + 16]) for i in range(0, len(self.x), 16))
-
-    def __len__(self):
-        return -(-len(self.x) // 16)
+from deeptrain.data.loader import InMemoryLoader
 
 
 class TinyData(L.LightningDataModule):
@@ -35,7 +25,7 @@ class TinyData(L.LightningDataModule):
         self.y = (self.x.flatten(1)[:, 0] >= 128).long()
 
     def train_dataloader(self):
-        return Batches(self.x, self.y)
+        return InMemoryLoader(self.x, self.y, 16)
 
     val_dataloader = train_dataloader
 

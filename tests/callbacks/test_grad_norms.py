@@ -12,6 +12,7 @@ from deeptrain.callbacks.activation_stats import ActivationStatistics
 from deeptrain.callbacks.grad_norms import GradientNormLogger, layer_labels, weight_layers
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier
+from deeptrain.data.loader import InMemoryLoader
 
 
 class MemoryLogger(Logger):
@@ -33,18 +34,6 @@ class MemoryLogger(Logger):
         return {step: m[tag] for step, m in self.rows if tag in m}
 
 
-class Batches:
-    def __init__(self, x, y, batch_size):
-        self.x, self.y, self.batch_size = x, y, batch_size
-
-    def __iter__(self):
-        for i in range(0, len(self.x), self.batch_size):
-            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
-
-    def __len__(self):
-        return -(-len(self.x) // self.batch_size)
-
-
 class Data(L.LightningDataModule):
     """Random uint8 images and labels as in-memory batches (fixed order)."""
 
@@ -61,7 +50,7 @@ class Data(L.LightningDataModule):
         return self.x.float().mean(0), self.x.float().std(0)
 
     def _batches(self):
-        return Batches(self.x, self.y, self.batch_size)
+        return InMemoryLoader(self.x, self.y, self.batch_size)
 
     train_dataloader = val_dataloader = _batches
 

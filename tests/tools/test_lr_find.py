@@ -12,18 +12,7 @@ from deeptrain.cli import main as cli_main
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.tools.lr_find import debias, find_lr, turning_point
 from deeptrain.training.module import Classifier
-
-
-class Batches:
-    def __init__(self, x, y, batch_size):
-        self.x, self.y, self.batch_size = x, y, batch_size
-
-    def __iter__(self):
-        for i in range(0, len(self.x), self.batch_size):
-            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
-
-    def __len__(self):
-        return -(-len(self.x) // self.batch_size)
+from deeptrain.data.loader import InMemoryLoader
 
 
 class Data(L.LightningDataModule):
@@ -39,7 +28,7 @@ class Data(L.LightningDataModule):
         return self.x.float().mean(0), self.x.float().std(0)
 
     def train_dataloader(self):
-        return Batches(self.x, self.y, 16)
+        return InMemoryLoader(self.x, self.y, 16)
 
     val_dataloader = train_dataloader
 
@@ -97,7 +86,7 @@ def test_lightning_smoothing_is_pinned_and_debiased(tmp_path):
     Lightning changes its formula, this test fails and ``debias`` must follow."""
     from lightning.pytorch.tuner import Tuner
 
-    loader = Batches(torch.zeros(64, 1), torch.zeros(64), 4)
+    loader = InMemoryLoader(torch.zeros(64, 1), torch.zeros(64), 4)
     finder = Tuner(trainer(tmp_path, 5)).lr_find(ConstantLoss(), train_dataloaders=loader, num_training=20,
                                                  update_attr=False)
     raw = finder.results["loss"]

@@ -10,20 +10,9 @@ from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.autoencoder import LayerwiseAutoencoder
 from deeptrain.training.module import Classifier
 from deeptrain.training.transfer import apply_init_from
+from deeptrain.data.loader import InMemoryLoader
 
 NET = MLPConfig(depth=3, width=6, activation="elu")
-
-
-class Batches:
-    def __init__(self, x):
-        self.x = x
-
-    def __iter__(self):
-        return ((self.x[i : i + 16], torch.zeros(len(self.x[i : i + 16]), dtype=torch.long))
-                for i in range(0, len(self.x), 16))
-
-    def __len__(self):
-        return -(-len(self.x) // 16)
 
 
 class LowRankImages(L.LightningDataModule):
@@ -42,7 +31,7 @@ class LowRankImages(L.LightningDataModule):
         return x.mean(0), x.std(0) + 1
 
     def train_dataloader(self):
-        return Batches(self.x)
+        return InMemoryLoader(self.x, torch.zeros(len(self.x), dtype=torch.long), 16)
 
     val_dataloader = train_dataloader
 

@@ -8,18 +8,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier, needs_total_steps
 from deeptrain.training.schedules import PowerLR
-
-
-class Batches:
-    def __init__(self, x, y, batch_size):
-        self.x, self.y, self.batch_size = x, y, batch_size
-
-    def __iter__(self):
-        for i in range(0, len(self.x), self.batch_size):
-            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
-
-    def __len__(self):
-        return -(-len(self.x) // self.batch_size)
+from deeptrain.data.loader import InMemoryLoader
 
 
 class TinyData(L.LightningDataModule):
@@ -41,7 +30,7 @@ class TinyData(L.LightningDataModule):
         return x.mean(0), x.std(0)
 
     def _batches(self):
-        return Batches(self.x, self.y, self.batch_size)
+        return InMemoryLoader(self.x, self.y, self.batch_size)
 
     train_dataloader = val_dataloader = test_dataloader = _batches
 

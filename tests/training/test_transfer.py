@@ -12,21 +12,9 @@ from deeptrain.callbacks.finetuning import FreezeUnfreeze
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier
 from deeptrain.training.transfer import InitFrom, apply_init_from
+from deeptrain.data.loader import InMemoryLoader
 
 NET = dict(depth=3, width=8, norm="batch", input_norm=True)  # BN everywhere: running stats are reused too
-
-
-class Batches:
-    """In-memory batches of 16 (a list would be read by Lightning as several loaders)."""
-
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __iter__(self):
-        return ((self.x[i : i + 16], self.y[i : i + 16]) for i in range(0, len(self.x), 16))
-
-    def __len__(self):
-        return -(-len(self.x) // 16)
 
 
 class TinyTask(L.LightningDataModule):
@@ -46,7 +34,7 @@ class TinyTask(L.LightningDataModule):
         return x.mean(0), x.std(0) + 1
 
     def train_dataloader(self):
-        return Batches(self.x, self.y)
+        return InMemoryLoader(self.x, self.y, 16)
 
     val_dataloader = test_dataloader = train_dataloader
 
