@@ -87,7 +87,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> Path:
     args = parse_args(argv)
-    model = Classifier.load_from_checkpoint(args.ckpt, map_location="cpu").eval()
+    # compile=False: a model trained compiled is exported as is; compiling the reference would only cost time
+    model = Classifier.load_from_checkpoint(args.ckpt, map_location="cpu", compile=False).eval()
     module = inference_model(model, fuse_bn=args.fuse_bn, softmax=args.softmax)
     shape, dtype = model.net.input_shape, INPUT_DTYPES[args.input_dtype]
     program = export_program(module, shape, dtype)

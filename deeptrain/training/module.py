@@ -164,13 +164,14 @@ class Classifier(L.LightningModule):
         self.train_acc.update(logits.detach(), y)
         self._accumulate_loss(loss.detach(), len(y))
         if self._is_logging_step():  # every trainer.log_every_n_steps steps
-            # A progress-bar value is read on the host after every step, even if logged once: only with a bar.
-            self.log("train_loss_step", loss, prog_bar=self._trainer is not None and self.trainer.progress_bar_callback is not None)
+            # Lightning reads a progress-bar value on the host after every later step: only with a bar.
+            with_bar = self._trainer is not None and self.trainer.progress_bar_callback is not None
+            self.log("train_loss_step", loss, prog_bar=with_bar)
         return loss
 
     def _accumulate_loss(self, loss: torch.Tensor, count: int) -> None:
-        if self._epoch_loss_sum is None:
-            self._epoch_loss_sum = torch.zeros((), device=loss.device)
+        if self._epoch_loss_sum is None:  # float32 even when the loss is bf16/fp16
+            self._epoch_loss_sum = torch.zeros((), device=loss.device, dtype=torch.float32)
         self._epoch_loss_sum.add_(loss, alpha=count)
         self._epoch_count += count
 

@@ -91,3 +91,18 @@ def test_classifier_is_fused_through_its_net_and_keeps_its_normalizer():
 def test_an_unfoldable_module_is_refused():
     with pytest.raises(TypeError, match="MLP"):
         fuse_batchnorm(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))
+
+
+def test_a_compiled_model_is_fused_into_an_eager_copy_that_runs_the_fused_network():
+    # The copy of an nn.Module.compile'd module would otherwise call the ORIGINAL module's compiled forward.
+    model = Classifier(MLPConfig(depth=2, width=8, norm="batch"), input_shape=SHAPE, num_classes=5, compile=True)
+    trained_stats_(model.net)
+    model.net.compile()
+    fused = fuse_batchnorm(model)  # nothing is called compiled here: no compilation cost
+    assert model._compiled_call_impl is not None and model.net._compiled_call_impl is not None
+    assert fused._compiled_call_impl is None and fused.net._compiled_call_impl is None
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in fused.modules())
+    x = torch.randint(0, 256, (20, *SHAPE), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model.net._call_impl(model.normalizer(x))  # the eager original
+        torch.testing.assert_close(fused(x), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
