@@ -1,85 +1,88 @@
-"""MC-dropout prediction throughput: T separate forward passes vs the vectorized paths.
+"""MC dropout inference: a Python loop of T forward passes vs deeptrain's batched ``mc_predict``.
 
-    python benchmarks/mc_dropout.py [--images 5000 32] [--samples 10 100] [--placement output all]
+Networks (20 x 100, CIFAR-10 inputs): ``alpha_output`` is ``configs/cifar10/alpha_dropout.yaml``
+(SELU, alpha dropout before the output layer only); ``dropout_all`` has standard dropout after
+every hidden layer. Variants, each returning the mean and std of the T softmax outputs:
 
-The network is a freshly initialized Classifier of the shape of
-configs/cifar10/alpha_dropout.yaml (3x32x32 uint8 pixels -> normalizer -> 20 x 100 SELU ->
-alpha dropout 0.1 -> 10 logits); throughput does not depend on the weights. Methods:
+- ``loop``: T forward passes with dropout on (what a Keras ``model(x, training=True)`` loop does);
+- ``batched``: ``mc_predict(share_prefix=False)``: the input repeated T times along the batch,
+  at most ``chunk_size`` rows per forward;
+- ``shared``: ``mc_predict(share_prefix=True)``: the rows repeated at the first dropout layer,
+  so the deterministic layers below it run once.
 
-- ``loop``: T Python-level forward passes over the batch (dropout on, everything else in
-  eval mode): the seeds' ``np.stack([model(X, training=True) for _ in range(T)])`` done right;
-- ``vectorized``: :func:`mc_predict` with ``share_prefix=False``: the input repeated T
-  times along the batch, chunked to ``chunk_size`` rows per forward;
-- ``shared prefix``: :func:`mc_predict` as the Classifier calls it: the rows are repeated
-  at the first dropout layer, so the deterministic layers below it run once.
+``cost``: time over one deterministic forward of the same N images (the "MC dropout makes
+inference T times slower" factor). ``--chunk-sizes`` times the batched paths at several
+``chunk_size`` values (how the default, :func:`deeptrain.nn.mc_dropout.default_chunk_size`, was chosen).
 
-Images/s counts input images given T-sample predictions (mean and std); best of ``--repeats``.
+    python benchmarks/mc_dropout.py [--n 1 1000] [--samples 10 100] [--chunk-sizes 1000 40000] [--repeats 5] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Callable
 
 import torch
 
+from common import add_common_args, alternate, load_tensors, machine, new_classifier, print_table, setup_threads, time_calls, write_json
 from deeptrain.nn.mc_dropout import mc_dropout_mode, mc_predict
 from deeptrain.nn.mlp import MLPConfig
-from deeptrain.training.module import Classifier
 
-
-def build(placement: str) -> Classifier:
-    net = MLPConfig(depth=20, width=100, activation="selu", kernel_init="lecun_normal",
-                    dropout=0.1, dropout_kind="alpha", dropout_placement=placement)
-    return Classifier(net, input_shape=(3, 32, 32), num_classes=10).eval()
+NETS = {
+    "alpha_output": MLPConfig(depth=20, width=100, activation="selu", kernel_init="lecun_normal", dropout=0.1,
+                              dropout_kind="alpha", dropout_placement="output"),
+    "dropout_all": MLPConfig(depth=20, width=100, activation="elu", kernel_init="he_normal", dropout=0.2),
+}
 
 
 @torch.no_grad()
 def loop_predict(model: torch.nn.Module, x: torch.Tensor, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     with mc_dropout_mode(model):
-        probs = torch.stack([model(x).softmax(dim=-1) for _ in range(samples)])
+        probs = torch.stack([model(x).softmax(-1) for _ in range(samples)])  # (T, N, C)
     std, mean = torch.std_mean(probs, dim=0, correction=0)
     return mean, std
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: allocator, kernels
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def variants(model: torch.nn.Module, x: torch.Tensor, samples: int, chunk_sizes: list[int], calls: int) -> dict:
+    """The loop, then batched and shared at every chunk size (suffixed with it when there are several)."""
+    out = {"loop": lambda: time_calls(lambda: loop_predict(model, x, samples), calls)}
+    for chunk in chunk_sizes:
+        suffix = f"@{chunk}" if len(chunk_sizes) > 1 else ""  # chunk None: mc_predict's default
+        for name, share in (("batched", False), ("shared", True)):
+            out[name + suffix] = (lambda share=share, chunk=chunk: time_calls(
+                lambda: mc_predict(model, x, samples, chunk_size=chunk, share_prefix=share), calls))
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, nargs="+", default=[5000, 32])
-    parser.add_argument("--samples", type=int, nargs="+", default=[10, 100])
-    parser.add_argument("--placement", nargs="+", default=["output", "all"], help="dropout_placement of the net")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 1000], help="images per prediction")
+    parser.add_argument("--samples", type=int, nargs="+", default=[10, 100], help="T, stochastic passes")
+    parser.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[None],
+                        help="mc_predict chunk_size values (default: the library's default_chunk_size)")
+    add_common_args(parser, repeats=5)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"images/s (higher is better), best of {args.repeats}")
-    print(f"{'dropout':<8} {'N':>5} {'T':>4} {'deterministic':>13} {'loop':>9} {'vectorized':>10} {'shared prefix':>13} "
-          f"{'vec/loop':>8} {'shared/loop':>11}")
-    for placement in args.placement:
-        model = build(placement)
-        for n in args.images:
-            x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    setup_threads(args.threads)
+    images, _ = load_tensors(None, max(args.n) + 5000)
+    print(machine())
+    rows = []
+    for name in args.nets:
+        model = new_classifier(NETS[name], images).eval()
+        for n in args.n:
+            x = images[:n]
+            calls = max(1, 200 // n)  # enough calls per timing at N = 1
             with torch.no_grad():
-                det = n / best_time(lambda: model(x), args.repeats)
-            for t in args.samples:
-                loop = n / best_time(lambda: loop_predict(model, x, t), args.repeats)
-                vec = n / best_time(lambda: mc_predict(model, x, t, share_prefix=False), args.repeats)
-                shared = n / best_time(lambda: mc_predict(model, x, t, share_prefix=True), args.repeats)
-                print(f"{placement:<8} {n:>5} {t:>4} {det:>13,.0f} {loop:>9,.0f} {vec:>10,.0f} {shared:>13,.0f} "
-                      f"{vec / loop:>7.2f}x {shared / loop:>10.2f}x", flush=True)
+                deterministic = alternate({"forward": lambda: time_calls(lambda: model(x), calls * 10)}, args.repeats)["forward"]
+            for samples in args.samples:
+                best = alternate(variants(model, x, samples, args.chunk_sizes, calls), args.repeats)
+                row = {"net": name, "n": n, "T": samples, **{f"{k}_ms": v * 1e3 for k, v in best.items()}}
+                row.update({f"loop/{k}": best["loop"] / v for k, v in best.items() if k != "loop"})
+                row.update({f"cost_{k}": v / deterministic for k, v in best.items() if k == "loop" or k.startswith("shared")})
+                rows.append(row)
+                print_table(rows[-1:], list(rows[-1]))
+    print()
+    print_table(rows, list(rows[0]))
+    write_json(args.json, rows, benchmark="mc_dropout", repeats=args.repeats, chunk_sizes=args.chunk_sizes)
 
 
 if __name__ == "__main__":

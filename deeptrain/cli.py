@@ -141,16 +141,22 @@ def resolve_best_checkpoint(trainer: Trainer, required: bool = False) -> Optiona
 
 
 def build_cli(args: Optional[list[str]] = None, run: bool = True, **kwargs: Any) -> DeeptrainCLI:
-    return DeeptrainCLI(
-        Classifier,
-        ImageDataModule,
-        seed_everything_default=42,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"logger": LOGGER_DEFAULT, "callbacks": [LearningRateMonitor(logging_interval="step")]},
-        args=args,
-        run=run,
-        **kwargs,
-    )
+    argv = sys.argv
+    if args is not None:  # the caller (a tool) already took its own options out of sys.argv:
+        sys.argv = argv[:1]  # keep LightningCLI from warning that both are given
+    try:
+        return DeeptrainCLI(
+            Classifier,
+            ImageDataModule,
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"logger": LOGGER_DEFAULT, "callbacks": [LearningRateMonitor(logging_interval="step")]},
+            args=args,
+            run=run,
+            **kwargs,
+        )
+    finally:
+        sys.argv = argv
 
 
 # Commands built on the library, beside LightningCLI's fit/validate/test/predict.

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MetricCollection
 
-from deeptrain.nn.mc_dropout import DEFAULT_CHUNK_SIZE, has_dropout, mc_predict
+from deeptrain.nn.mc_dropout import has_dropout, mc_predict
 from deeptrain.training.uncertainty import METRIC_NAMES, uncertainty_metrics
 
 MODES = ("det", "mc")
@@ -31,7 +31,7 @@ class MCDropoutEvaluation(L.Callback):
         val_samples: T at validation.
         test_samples: T at test.
         n_bins: confidence bins of the ECE.
-        chunk_size: rows per forward pass of :func:`mc_predict` (the memory bound).
+        chunk_size: rows per forward pass of :func:`mc_predict` (the memory bound; default: its own).
         seed: if set, batch ``i`` draws its masks from seed ``seed + i`` (repeatable scores).
 
     Example (YAML, under ``trainer.callbacks``)::
@@ -46,12 +46,12 @@ class MCDropoutEvaluation(L.Callback):
         val_samples: int = 30,
         test_samples: int = 100,
         n_bins: int = 15,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: Optional[int] = None,
         seed: Optional[int] = None,
     ):
         for key, value, low in (("every_n_epochs", every_n_epochs, 0), ("val_samples", val_samples, 1),
                                 ("test_samples", test_samples, 1), ("n_bins", n_bins, 1), ("chunk_size", chunk_size, 1)):
-            if value < low:
+            if value is not None and value < low:
                 raise ValueError(f"{key} must be >= {low}, got {value}")
         self.every_n_epochs, self.val_samples, self.test_samples = every_n_epochs, val_samples, test_samples
         self.n_bins, self.chunk_size, self.seed = n_bins, chunk_size, seed

@@ -29,8 +29,19 @@ from torch.nn.modules.dropout import _DropoutNd
 # Dropout, Dropout1d/2d/3d, AlphaDropout and FeatureAlphaDropout all derive from _DropoutNd.
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (_DropoutNd,)
 
-# Rows per forward pass: about 4M activations of width 100 (16 MB in float32) per layer.
-DEFAULT_CHUNK_SIZE = 40_000
+# Rows per forward pass when chunk_size is not given. Repeating the *input* on a CPU, a block
+# must stay cache-sized: 1,000 CIFAR rows (3,072 floats each) ran as fast as a loop of T passes,
+# 40,000 rows 1.8x slower (benchmarks/mc_dropout.py --chunk-sizes). Repeating at the first
+# dropout layer (share_prefix) copies narrow hidden rows, and an accelerator wants few large
+# launches: both take large blocks.
+CPU_INPUT_BLOCK_FLOATS = 4 * 2**20  # 16 MB of float32: 1,365 CIFAR rows, 5,349 Fashion-MNIST rows
+LARGE_CHUNK_SIZE = 40_000  # about 4M activations of width 100 (16 MB in float32) per layer
+
+
+def default_chunk_size(device: torch.device, row_numel: int, share_prefix: bool) -> int:
+    if torch.device(device).type != "cpu" or share_prefix:
+        return LARGE_CHUNK_SIZE
+    return max(1, CPU_INPUT_BLOCK_FLOATS // max(1, row_numel))
 
 
 def dropout_modules(model: nn.Module) -> list[nn.Module]:
@@ -151,10 +162,10 @@ def _sample_block(forward: Callable[[torch.Tensor, int], torch.Tensor], xb: torc
     return torch.cat(out)  # (samples, b, C)
 
 
-def _check_args(model: nn.Module, samples: int, chunk_size: int) -> None:
+def _check_args(model: nn.Module, samples: int, chunk_size: Optional[int]) -> None:
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if not has_dropout(model):
         raise ValueError(
@@ -163,7 +174,7 @@ def _check_args(model: nn.Module, samples: int, chunk_size: int) -> None:
         )
 
 
-def _blocks(model: nn.Module, x: torch.Tensor, samples: int, chunk_size: int, seed: Optional[int],
+def _blocks(model: nn.Module, x: torch.Tensor, samples: int, chunk_size: Optional[int], seed: Optional[int],
             share_prefix: Optional[bool]) -> Iterator[torch.Tensor]:
     """(T, b, C) softmax outputs, block by block, in MC mode; modes restored when exhausted."""
     _check_args(model, samples, chunk_size)
@@ -171,6 +182,7 @@ def _blocks(model: nn.Module, x: torch.Tensor, samples: int, chunk_size: int, se
         share_prefix = bool(getattr(model, "mc_share_prefix", False))
     device = _device_of(model, x)
     x = x.to(device)
+    chunk_size = chunk_size or default_chunk_size(device, x[0].numel() if len(x) else 1, share_prefix)
     images, copies = _block_sizes(len(x), samples, chunk_size)
     with mc_dropout_mode(model), _seeded(seed, device), _forward_copies(model, share_prefix) as forward:
         for xb in x.split(images):
@@ -178,7 +190,7 @@ def _blocks(model: nn.Module, x: torch.Tensor, samples: int, chunk_size: int, se
 
 
 @torch.no_grad()
-def mc_sample(model: nn.Module, x: torch.Tensor, samples: int = 100, chunk_size: int = DEFAULT_CHUNK_SIZE,
+def mc_sample(model: nn.Module, x: torch.Tensor, samples: int = 100, chunk_size: Optional[int] = None,
               seed: Optional[int] = None, share_prefix: Optional[bool] = None) -> torch.Tensor:
     """All ``samples`` MC-dropout softmax outputs of ``model`` (which returns logits): (samples, N, C).
 
@@ -188,7 +200,7 @@ def mc_sample(model: nn.Module, x: torch.Tensor, samples: int = 100, chunk_size:
 
 
 @torch.no_grad()
-def mc_predict(model: nn.Module, x: torch.Tensor, samples: int = 100, chunk_size: int = DEFAULT_CHUNK_SIZE,
+def mc_predict(model: nn.Module, x: torch.Tensor, samples: int = 100, chunk_size: Optional[int] = None,
                seed: Optional[int] = None, share_prefix: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of the class probabilities over ``samples`` MC-dropout passes.
 
@@ -205,7 +217,9 @@ def mc_predict(model: nn.Module, x: torch.Tensor, samples: int = 100, chunk_size
         x: a batch of inputs (N, ...), moved to the model's device.
         samples: T, the number of stochastic passes.
         chunk_size: at most this many rows (inputs x copies) go through one forward pass;
-            the memory bound. With N * T <= chunk_size it is a single forward.
+            the memory bound. With N * T <= chunk_size it is a single forward. Default:
+            40,000, except when the input itself is repeated on a CPU: 16 MB of input
+            rows (1,365 CIFAR-10 images), which keeps each block in cache.
         seed: seeds the dropout masks (in a forked RNG, so the caller's stream is not
             disturbed); the same seed and chunk_size give the same result.
         share_prefix: repeat the rows at the first dropout layer that runs instead of at

@@ -87,6 +87,7 @@ def run_one(config: Path, seed: int, run_dir: Path, extra: list[str]) -> dict:
     args = ["--config", str(config), *extra, f"--seed_everything={seed}",
             f"--trainer.logger.init_args.save_dir={run_dir}", "--trainer.logger.init_args.name=tb",
             "--trainer.logger.init_args.version=0", f"--checkpoint.dirpath={run_dir / 'checkpoints'}",
+            f"--last_checkpoint.dirpath={run_dir / 'checkpoints'}",  # where the resume below looks
             "--trainer.enable_progress_bar=false"]
     cli = build_cli(args, run=False)
     recorder = EpochRecorder(run_dir / HISTORY)

@@ -199,3 +199,24 @@ class _no_warning:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_default_chunk_is_cache_sized_for_repeated_cpu_inputs_and_large_otherwise():
+    from deeptrain.nn.mc_dropout import CPU_INPUT_BLOCK_FLOATS, LARGE_CHUNK_SIZE, default_chunk_size
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert default_chunk_size(cpu, 3 * 32 * 32, share_prefix=False) == CPU_INPUT_BLOCK_FLOATS // 3072 < 2000
+    assert default_chunk_size(cpu, 3 * 32 * 32, share_prefix=True) == LARGE_CHUNK_SIZE
+    assert default_chunk_size(cuda, 3 * 32 * 32, share_prefix=False) == LARGE_CHUNK_SIZE
+
+
+def test_default_chunk_size_bounds_the_rows_per_forward_when_the_input_is_repeated_on_cpu():
+    from deeptrain.nn.mc_dropout import CPU_INPUT_BLOCK_FLOATS
+
+    width = 2 ** 15  # 128 rows per block by default
+    net = nn.Sequential(nn.Linear(width, 4), nn.ReLU(), nn.Dropout(0.3), nn.Linear(4, 3))
+    rows = []
+    net[0].register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    mean, _ = mc_predict(net, torch.randn(20, width), samples=30, share_prefix=False)
+    assert mean.shape == (20, 3)
+    assert max(rows) <= CPU_INPUT_BLOCK_FLOATS // width and sum(rows) == 20 * 30

@@ -23,6 +23,22 @@ def tiny_config(path: Path, name: str, dropout: float = 0.0) -> Path:
     return file
 
 
+class StopMidEpoch(compare.EpochRecorder):
+    """The recorder, plus what SIGTERM does (Lightning's flag) at batch 2 of epoch 1, plus the
+    global step each fit starts from."""
+
+    starts: list[int] = []
+    stop = True
+
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        StopMidEpoch.starts.append(trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if StopMidEpoch.stop and trainer.current_epoch == 1 and batch_idx == 1:
+            trainer._signal_connector.received_sigterm = True
+
+
 def test_compare_trains_reports_and_skips_finished_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = tiny_config(tmp_path, "dropout", dropout=0.3)
@@ -49,12 +65,15 @@ def test_compare_trains_reports_and_skips_finished_runs(tmp_path, monkeypatch):
 
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(compare, "EpochRecorder", StopMidEpoch)
+    StopMidEpoch.starts, StopMidEpoch.stop = [], False
     config = tiny_config(tmp_path, "plain")
     out = tmp_path / "report"
     compare.main([str(config), "--seeds", "1", "--out", str(out), "--", "--trainer.max_epochs=1"])
     run_dir = out / "runs" / "plain" / "seed0"
-    (run_dir / compare.RESULT).unlink()  # as if killed after epoch 0 was checkpointed
+    (run_dir / compare.RESULT).unlink()  # as if killed (SIGKILL: no interrupt checkpoint) after epoch 0
     result = compare.main([str(config), "--seeds", "1", "--out", str(out)])[0]
+    assert StopMidEpoch.starts == [0, 4]  # the second fit started from the epoch-0 last.ckpt (4 steps)
     assert [h["epoch"] for h in result["history"]] == [0, 1]  # epoch 0 was not trained again
     assert "mc_val_acc" not in result  # no dropout, no MC evaluation
     assert json.loads((run_dir / compare.HISTORY).read_text())[-1]["epoch"] == 1
@@ -63,3 +82,22 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypat
 def test_bad_arguments_fail_cleanly(tmp_path):
     with pytest.raises(SystemExit):
         compare.main([str(tmp_path / "missing.yaml"), "--out", str(tmp_path)])
+
+
+def test_a_sigterm_mid_epoch_resumes_from_the_interrupt_checkpoint(tmp_path, monkeypatch):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(compare, "EpochRecorder", StopMidEpoch)
+    StopMidEpoch.starts, StopMidEpoch.stop = [], True
+    config = tiny_config(tmp_path, "plain")  # 2 epochs of 4 batches
+    out = tmp_path / "report"
+    with pytest.raises(SIGTERMException):
+        compare.main([str(config), "--seeds", "1", "--out", str(out)])
+    checkpoints = out / "runs" / "plain" / "seed0" / "checkpoints"
+    assert (checkpoints / "last-interrupted.ckpt").is_file() and (checkpoints / "last.ckpt").is_file()
+    StopMidEpoch.stop = False
+    result = compare.main([str(config), "--seeds", "1", "--out", str(out)])[0]
+    # step 6 (epoch 1, batch 2) from last-interrupted.ckpt, not step 4 from the epoch-0 last.ckpt
+    assert StopMidEpoch.starts == [0, 6]
+    assert [h["epoch"] for h in result["history"]] == [0, 1]
