@@ -26,7 +26,7 @@ def test_alpha_dropout_config_evaluates_mc_dropout_and_restores_best_weights(tmp
     assert (mc.every_n_epochs, mc.val_samples, mc.test_samples) == (5, 30, 100)
     (early_stopping,) = [c for c in cli.trainer.callbacks if isinstance(c, EarlyStopping)]
     assert early_stopping.restore_best_weights and early_stopping.monitor == "val_loss"
-    assert early_stopping.patience == 20
+    assert early_stopping.patience == 6  # with performance scheduling (ReduceLROnPlateau)
 
 
 def test_test_and_predict_default_to_the_newest_best_checkpoint(tmp_path):
