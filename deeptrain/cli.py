@@ -17,6 +17,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
@@ -140,7 +141,17 @@ def resolve_best_checkpoint(trainer: Trainer, required: bool = False) -> Optiona
     return newest
 
 
+def flush_denormals() -> None:
+    """Flush denormal floats (|x| < 1.2e-38) to zero on the CPU, where each costs ~100x a normal
+    operation. ELU and SELU make them from very negative pre-activations (exp(x) for x < -87):
+    the trained 1024-1024 ELU net of configs/fashion_mnist/best.yaml took 2.0x longer per step
+    without flushing, and its epochs grew from 11 s to 22 s as training went on. A float32
+    network cannot resolve what flushing changes. No effect on GPUs."""
+    torch.set_flush_denormal(True)
+
+
 def build_cli(args: Optional[list[str]] = None, run: bool = True, **kwargs: Any) -> DeeptrainCLI:
+    flush_denormals()
     argv = sys.argv
     if args is not None:  # the caller (a tool) already took its own options out of sys.argv:
         sys.argv = argv[:1]  # keep LightningCLI from warning that both are given

@@ -51,3 +51,17 @@ def test_unknown_activation_is_a_clean_cli_error(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode != 0
     assert "relux" in proc.stderr and "leaky_relu" in proc.stderr
+
+
+def test_the_cli_flushes_denormal_floats_to_zero(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    torch.set_flush_denormal(False)
+    try:
+        tiny = torch.tensor([1e-30]) * torch.tensor([1e-10])  # 1e-40: a denormal float32
+        assert tiny.item() != 0.0
+        build_cli(["--config", str(ROOT / "configs/fashion_mnist/mlp.yaml"), "--trainer.logger=false"], run=False)
+        assert (torch.tensor([1e-30]) * torch.tensor([1e-10])).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
