@@ -1,31 +1,13 @@
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from deeptrain.cli import TOOLS
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.nn.sparsity import plain_state_dict, prunable_weights, sparsity_report
 from deeptrain.tools import prune as prune_tool
 from deeptrain.training.module import Classifier
-
-
-class TinyData(L.LightningDataModule):
-    input_shape, num_classes, normalize = (1, 4, 4), 3, "standardize"
-
-    def __init__(self, n=96):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, 256, (n, *self.input_shape), dtype=torch.uint8, generator=g)
-        self.y = (self.x.flatten(1)[:, 0].long() * 3) // 256
-
-    def input_stats(self):
-        return self.x.float().mean(0), self.x.float().std(0)
-
-    def _loader(self):
-        return DataLoader(TensorDataset(self.x, self.y), batch_size=32)
-
-    train_dataloader = val_dataloader = _loader
+from tiny_data import TinyData
 
 
 @pytest.fixture(scope="module")
