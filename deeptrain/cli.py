@@ -1,21 +1,30 @@
-"""The command line: ``python train.py fit --config configs/...`` (or the ``deeptrain`` script).
+"""The command line: ``deeptrain <command> ...`` (or ``python train.py <command> ...``).
 
-LightningCLI owns the config: ``model`` is a :class:`Classifier`, ``data`` an
-:class:`ImageDataModule`; the data's input shape and class count are linked into the
-model, so a config never repeats them.
+One parser tree, built by LightningCLI and jsonargparse, for every command:
 
-Reliability defaults (README, "Reliability"): ``last.ckpt`` every N steps and per epoch,
-a checkpoint on Ctrl-C/SIGTERM, atomic checkpoint files, RNG and plateau state for an exact
-``--ckpt_path last``, a NaN-loss guard; bad input ends in one ``error: ...`` line, exit code 1.
+- ``fit``, ``validate``, ``test``, ``predict``: Lightning's, on a :class:`Classifier` and an
+  :class:`ImageDataModule` from ``--config`` and dotted keys (``--model.net.depth 10``).
+- deeptrain's commands are plain typed functions (:data:`COMMANDS`): their signatures and
+  docstrings make their parsers, so no command parses its arguments by hand. Those that take a
+  ``model`` get the same ``--config``/``--model.*``/``--data.*``/``--trainer.*`` options as
+  ``fit`` and receive the objects ``fit`` would train.
+
+Reliability defaults (docs, "Reliability"): ``last.ckpt`` every N steps and per epoch, a
+checkpoint on Ctrl-C/SIGTERM, atomic checkpoint files, RNG and plateau state for an exact
+``--ckpt_path last``, a NaN-loss guard. Bad input ends in one ``error: ...`` line, exit code 1.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
+import typing
 import os
 import sys
+import warnings
+from argparse import SUPPRESS
 from importlib import import_module
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
@@ -23,45 +32,154 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from deeptrain.callbacks.checkpointing import InterruptCheckpoint, PeriodicCheckpoint
 from deeptrain.callbacks.early_stopping import EarlyStopping  # restores the best weights at the end of fit
 from deeptrain.callbacks.nonfinite import NonFiniteLossGuard
+from deeptrain.callbacks.prediction_writer import PredictionWriter
 from deeptrain.callbacks.resume import ExactResume
 from deeptrain.data.datamodule import ImageDataModule
 from deeptrain.training.checkpoint_io import UNREADABLE, AtomicCheckpointIO, as_corrupt_checkpoint_error
 from deeptrain.training.module import Classifier
+from deeptrain.training.runs import FRESH_WEIGHTS, log_into_run_of, resolve_best_checkpoint, resolve_last_checkpoint
 
 LOGGER_DEFAULT = {
     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
     "init_args": {"save_dir": "logs", "name": "deeptrain", "default_hp_metric": False},
 }
 
+# deeptrain's commands beside Lightning's fit/validate/test/predict: "module:function". The first
+# paragraph of each docstring is the command's description in `deeptrain --help`. A function
+# with a `model` parameter is a model command (see MODEL_ARGS); the others need no config.
+COMMANDS: dict[str, str] = {
+    "lr_find": "deeptrain.tools.lr_find:lr_find",
+    "prune": "deeptrain.tools.prune:prune",
+    "export": "deeptrain.tools.export:export",
+    "diagnose": "deeptrain.tools.diagnose:diagnose",
+    "schedules": "deeptrain.tools.plot_schedules:schedules",
+    "autoencoder": "deeptrain.tools.autoencoder:autoencoder",
+}
+# One line each in `deeptrain --help` (Lightning's own docstrings run to a paragraph).
+LIGHTNING_COMMANDS = {
+    "fit": "Train a model from a YAML config: checkpoints, TensorBoard logs, exact resume with --ckpt_path last.",
+    "validate": "Score a checkpoint (default: the config's newest best) on the validation split.",
+    "test": "Score a checkpoint (default: the config's newest best) on the test split.",
+    "predict": "Write a checkpoint's class probabilities for the test split to a CSV file.",
+}
+# Defaults of a model command that differ from fit's: a sweep or a pruning pass is not a run to log.
+COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lr_find": {"trainer.logger": False},
+    "prune": {"trainer.logger": False},
+}
+# What a model command receives from the CLI rather than from options.
+MODEL_ARGS = {"trainer", "model", "datamodule"}
+
+
+def command_function(name: str) -> Callable[..., Any]:
+    module, function = COMMANDS[name].split(":")
+    return getattr(import_module(module), function)
+
+
+def is_model_command(function: Callable[..., Any]) -> bool:
+    return bool(MODEL_ARGS & set(inspect.signature(function).parameters))
+
+
+def model_annotation(function: Callable[..., Any]) -> type:
+    return typing.get_type_hints(function).get("model", Classifier)
+
+
+def description(function: Callable[..., Any]) -> str:
+    """The first paragraph of a docstring, on one line."""
+    return " ".join(inspect.getdoc(function).split("\n\n")[0].split())
+
 
 class DeeptrainCLI(LightningCLI):
+    result: Any = None  # what a deeptrain command returned (for main(args) callers and tests)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), **{name: MODEL_ARGS for name in COMMANDS}}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": "val_loss", "early_stopping.patience": 20})
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val_loss",
-                # last.ckpt comes from last_checkpoint: this one writes it only on improvement (Lightning 2.6)
-                "checkpoint.save_last": False,
-                "checkpoint.filename": "best-{epoch:03d}-{val_loss:.4f}",
-            }
-        )
-        # Reliability (README "Reliability"): last.ckpt every N steps and per epoch, a checkpoint on
+        if issubclass(self._model_class, Classifier):  # not the layer-wise autoencoder: its stages' losses differ
+            parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+            parser.set_defaults({"early_stopping.monitor": "val_loss", "early_stopping.patience": 20})
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults(
+                {
+                    "checkpoint.monitor": "val_loss",
+                    # last.ckpt comes from last_checkpoint: this one writes it only on improvement (Lightning 2.6)
+                    "checkpoint.save_last": False,
+                    "checkpoint.filename": "best-{epoch:03d}-{val_loss:.4f}",
+                }
+            )
+            parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        # Reliability (docs "Reliability"): last.ckpt every N steps and per epoch, a checkpoint on
         # Ctrl-C/SIGTERM, RNG and plateau state for an exact resume, a guard against NaN losses.
         parser.add_lightning_class_args(PeriodicCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(InterruptCheckpoint, "interrupt")
         parser.add_lightning_class_args(ExactResume, "exact_resume")
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
+    # ---- the parser tree. LightningCLI private API: tests/test_cli.py pins what these overrides assume.
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Lightning's four commands as LightningCLI builds them, then deeptrain's (:data:`COMMANDS`)."""
+        self._subcommand_parsers: dict[str, LightningArgumentParser] = {}
+        commands = parser.add_subcommands()
+        for name in self.subcommands():
+            if name in COMMANDS:
+                function = command_function(name)
+                subparser = self._command_parser(name, function, **kwargs.get(name, {}))
+                help = description(function)
+            else:
+                help = LIGHTNING_COMMANDS[name]
+                subparser = self._prepare_subcommand_parser(self.trainer_class, name, description=help,
+                                                            **kwargs.get(name, {}))
+            if name == "predict":
+                subparser.add_lightning_class_args(PredictionWriter, "predictions")
+            self._subcommand_parsers[name] = subparser
+            commands.add_subcommand(name, subparser, help=help)
+
+    def _command_parser(self, name: str, function: Callable[..., Any], **kwargs: Any) -> LightningArgumentParser:
+        """A model command gets fit's options (its ``model`` annotation is the model class) and its
+        function's; a command that needs no config only its function's (``--config`` loads those)."""
+        parser = self.init_parser(description=inspect.getdoc(function), **kwargs)
+        if is_model_command(function):
+            model_class, self._model_class = self._model_class, model_annotation(function)
+            try:
+                self._add_arguments(parser)
+            finally:
+                self._model_class = model_class
+        else:  # LightningCLI seeds every command; these take their own seed where they need one
+            parser.add_argument("--seed_everything", type=Union[bool, int], default=False, help=SUPPRESS)
+        parser.set_defaults(COMMAND_DEFAULTS.get(name, {}))
+        skip = MODEL_ARGS & set(inspect.signature(function).parameters)
+        self._subcommand_method_arguments[name] = parser.add_function_arguments(function, skip=skip)
+        return parser
+
+    def instantiate_classes(self) -> None:
+        if self.subcommand in COMMANDS and not is_model_command(command_function(self.subcommand)):
+            self.config_init = self.parser.instantiate_classes(self.config)  # no model, data or trainer
+            return
+        if self.subcommand not in (None, "fit"):
+            self.save_config_callback = None  # config.yaml describes the fit that made the run
+        super().instantiate_classes()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand not in COMMANDS:
+            return super()._run_subcommand(subcommand)
+        function = command_function(subcommand)
+        kwargs = {k: v for k, v in self.config_init[subcommand].items() if k in self._subcommand_method_arguments[subcommand]}
+        if is_model_command(function):
+            accepted = inspect.signature(function).parameters
+            given = {"trainer": self.trainer, "model": self.model, "datamodule": self.datamodule}
+            kwargs.update({k: v for k, v in given.items() if k in accepted})
+        self.result = function(**kwargs)
+
+    # ---- checkpoints and runs
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a plugin the user chose
@@ -71,74 +189,64 @@ class DeeptrainCLI(LightningCLI):
         return trainer
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the checkpoint's hyperparameters here, before any CheckpointIO runs
+        # LightningCLI replaces the model's options by the checkpoint's hyperparameters here,
+        # before any CheckpointIO runs: an explicit --model.* flag it would replace is an error.
+        subcommand = self.config.get("subcommand")
+        if subcommand in COMMANDS and not is_model_command(command_function(subcommand)):
+            return  # its --ckpt_path is the command's own: no model options to fill in
+        before = self.config[subcommand].clone() if subcommand else None
         try:
             super()._parse_ckpt_path()
         except UNREADABLE as err:
-            if (corrupt := as_corrupt_checkpoint_error(self.config[self.config.subcommand].get("ckpt_path"), err)) is err:
+            if (corrupt := as_corrupt_checkpoint_error(self.config[subcommand].get("ckpt_path"), err)) is err:
                 raise
             raise corrupt from err
+        if before is not None:
+            check_no_flag_overridden(before, self.config[subcommand], self._command_line_args())
+
+    def _command_line_args(self) -> list[str]:
+        args = self._args
+        return list(args) if isinstance(args, (list, tuple)) else sys.argv[1:] if args is None else []
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._args = args
+        super().parse_arguments(parser, args)
 
     def before_fit(self) -> None:
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
             config["ckpt_path"] = resolve_last_checkpoint(self.trainer) or "last"
 
-    def _default_to_best(self) -> None:
-        # Each subcommand is its own process: "best" of a fit in this process cannot exist, so
-        # validate/test/predict without --ckpt_path (or with "best") take the best checkpoint on disk.
+    def _evaluate_a_run(self) -> None:
+        # Each command is its own process: "best" of a fit in this process cannot exist, so without
+        # --ckpt_path (or with "best") the best checkpoint on disk is evaluated, and its run's
+        # TensorBoard folder receives the metrics (not a new, otherwise empty version_N).
         config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") == FRESH_WEIGHTS:
+            config["ckpt_path"] = None
+            rank_zero_info(f"--ckpt_path {FRESH_WEIGHTS}: the model keeps its freshly initialized weights")
+            return
         if config.get("ckpt_path") in (None, "best"):
-            config["ckpt_path"] = resolve_best_checkpoint(self.trainer, required=config.get("ckpt_path") == "best")
+            config["ckpt_path"] = resolve_best_checkpoint(self.trainer)
+        log_into_run_of(self.trainer, config["ckpt_path"])
 
-    before_validate = before_test = before_predict = _default_to_best
-
-
-def resolve_last_checkpoint(trainer: Trainer) -> Optional[str]:
-    """The newest ``last*.ckpt`` of earlier runs of this logger, and continue logging in that run's folder.
-
-    Checkpoints live in ``<save_dir>/<name>/version_N/checkpoints`` and a new run gets a new
-    ``version_N``, where Lightning's ``ckpt_path="last"`` finds nothing and silently starts
-    over. Only applies when the logger's version and the checkpoint folder are left unset.
-    """
-    logger = trainer.logger
-    fixed_dir = any(getattr(cb, "dirpath", None) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint))
-    if logger is None or fixed_dir or getattr(logger, "_version", "set") is not None:
-        return None
-    root = Path(logger.save_dir or trainer.default_root_dir) / str(logger.name or "")
-    found = [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file()]
-    if not found:
-        rank_zero_warn(f"--ckpt_path last: no last*.ckpt under {root}/*/checkpoints; training starts from scratch")
-        return None
-    newest = max(found, key=lambda p: p.stat().st_mtime)
-    version = newest.parent.parent.name
-    logger._version = int(version[len("version_"):]) if version.startswith("version_") and version[8:].isdigit() else version
-    rank_zero_info(f"Resuming from {newest}; logging continues in {newest.parent.parent}")
-    return str(newest)
+    before_validate = before_test = before_predict = _evaluate_a_run
 
 
-def resolve_best_checkpoint(trainer: Trainer, required: bool = False) -> Optional[str]:
-    """The newest ``best*.ckpt`` in ``<save_dir>/<name>/*/checkpoints`` of this config's logger.
+def check_no_flag_overridden(before: Any, after: Any, args: list[str]) -> None:
+    """Raise if a ``--model.*`` option given on the command line was replaced by the checkpoint's value."""
+    for key in flag_keys(args, prefix="model."):
+        old, new = before.get(key), after.get(key)
+        if old != new:
+            raise ValueError(
+                f"--{key} {old!r} conflicts with the checkpoint's {key} = {new!r}: the network is rebuilt from "
+                "the checkpoint's own hyperparameters; drop the option, or train a new model without --ckpt_path")
 
-    The ``checkpoint`` group keeps the best epoch as ``best-{epoch}-{val_loss}.ckpt``; with
-    ``save_top_k: 1`` each run has one, and the newest one belongs to the latest fit.
-    None (with a warning: the model keeps its fresh weights) when there is none, or an
-    error if ``required`` (an explicit ``--ckpt_path best``).
-    """
-    logger = trainer.logger
-    root = Path(getattr(logger, "save_dir", None) or trainer.default_root_dir) / str(getattr(logger, "name", "") or "")
-    fixed = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
-    patterns = [(d, "best*.ckpt") for d in fixed] or [(root, "*/checkpoints/best*.ckpt"), (root, "checkpoints/best*.ckpt")]
-    found = [p for folder, pattern in patterns for p in folder.glob(pattern) if p.is_file()]
-    if not found:
-        message = f"no best*.ckpt under {root}/*/checkpoints (train first, or pass --ckpt_path PATH)"
-        if required:
-            raise FileNotFoundError(f"--ckpt_path best: {message}")
-        rank_zero_warn(f"{message}: the model keeps its freshly initialized weights")
-        return None
-    newest = str(max(found, key=lambda p: p.stat().st_mtime))
-    rank_zero_info(f"Using the best checkpoint {newest} (pass --ckpt_path to choose another)")
-    return newest
+
+def flag_keys(args: list[str], prefix: str) -> list[str]:
+    """Dotted keys of the ``--key value`` / ``--key=value`` options under ``prefix`` in ``args``."""
+    keys = [a[2:].split("=", 1)[0] for a in args if a.startswith("--" + prefix)]
+    return [k for k in keys if not k.endswith(("help", "+"))]
 
 
 def flush_denormals() -> None:
@@ -150,46 +258,60 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
+# Warnings a deeptrain user cannot act on (they concern Lightning's or torch's internals, or
+# deeptrain's deliberate choices), filtered in every command; everything else still shows.
+QUIET = [
+    r".*litlogger.*|.*LitLogger.*",  # Lightning's advertisement for its cloud logger
+    r".*LeafSpec.*is deprecated.*",  # torch.utils._pytree, called by Lightning
+    r".*weights_only.*",  # Lightning loads its own checkpoints
+    r".*does not have many workers.*",  # batches are in-memory tensor slices: no workers needed
+    r".*LightningCLI's args parameter is intended.*",  # main(args) is the public entry point
+    r".*The dirpath has changed from.*",  # evaluating a checkpoint from another working directory
+    r".*Couldn't infer the batch indices.*",  # PredictionWriter does not use them
+    r"(?s).*was deprecated in v4.* will be removed in v5",  # jsonargparse's, about LightningCLI's calls
+]
+
+
+def quiet_warnings() -> None:
+    for message in QUIET:
+        warnings.filterwarnings("ignore", message=message)
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, DropAdvertisements) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(DropAdvertisements())
+
+
+class DropAdvertisements(logging.Filter):
+    """Lightning logs a tip for its cloud logger with every Trainer: not the user's business."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage().lower()
+
+
 def build_cli(args: Optional[list[str]] = None, run: bool = True, **kwargs: Any) -> DeeptrainCLI:
+    """The CLI on ``args`` (None: ``sys.argv``). ``run=False`` only builds the model, data and
+    trainer of a config (no command): ``build_cli(["--config", path], run=False).model``."""
     flush_denormals()
-    argv = sys.argv
-    if args is not None:  # the caller (a tool) already took its own options out of sys.argv:
-        sys.argv = argv[:1]  # keep LightningCLI from warning that both are given
+    quiet_warnings()
+    return DeeptrainCLI(
+        Classifier,
+        ImageDataModule,
+        seed_everything_default=42,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"logger": LOGGER_DEFAULT, "callbacks": [LearningRateMonitor(logging_interval="step")]},
+        parser_kwargs={"prog": "deeptrain", "description": DESCRIPTION},
+        args=args,
+        run=run,
+        **kwargs,
+    )
+
+
+DESCRIPTION = ("deeptrain: the techniques of chapter 11 of Hands-On Machine Learning (training deep networks) "
+               "in PyTorch + Lightning. `deeptrain COMMAND --help` describes each command.")
+
+
+def main(args: Optional[list[str]] = None) -> Any:
     try:
-        return DeeptrainCLI(
-            Classifier,
-            ImageDataModule,
-            seed_everything_default=42,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={"logger": LOGGER_DEFAULT, "callbacks": [LearningRateMonitor(logging_interval="step")]},
-            args=args,
-            run=run,
-            **kwargs,
-        )
-    finally:
-        sys.argv = argv
-
-
-# Commands built on the library, beside LightningCLI's fit/validate/test/predict.
-# Each maps to "module:function"; the function takes the remaining argv.
-TOOLS: dict[str, str] = {}
-TOOLS["prune"] = "deeptrain.tools.prune:main"  # magnitude pruning of a checkpoint, sparsity report
-TOOLS["diagnose"] = "deeptrain.tools.diagnose:main"  # activation std / gradient norm vs depth at init
-TOOLS["lr-find"] = "deeptrain.tools.lr_find:main"  # the LR range test (Lightning's Tuner.lr_find)
-TOOLS["compare"] = "deeptrain.tools.compare:main"  # train configs x seeds, report.md + curves.png
-TOOLS["schedules"] = "deeptrain.tools.plot_schedules:main"  # draw the LR schedules
-TOOLS["export"] = "deeptrain.tools.export:main"  # checkpoint -> torch.export program, BN fused on request
-TOOLS["autoencoder"] = "deeptrain.tools.autoencoder:main"  # greedy layer-wise autoencoder pretraining (fit)
-
-
-def main(args: Optional[list[str]] = None) -> None:
-    argv = sys.argv[1:] if args is None else list(args)
-    try:
-        if argv and argv[0] in TOOLS:
-            module, function = TOOLS[argv[0]].split(":")
-            getattr(import_module(module), function)(argv[1:])
-        else:
-            build_cli(None if args is None else argv)  # None: LightningCLI reads sys.argv itself
+        return build_cli(None if args is None else list(args)).result
     except SIGTERMException as stop:  # Ctrl-C or SIGTERM, after InterruptCheckpoint saved
         saved = getattr(stop, "checkpoint_path", None)
         print(f"interrupted: {'saved ' + saved if saved else 'no checkpoint written'}; "

@@ -58,6 +58,10 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass  # the epoch-end save follows; mid-epoch validations add nothing to resume from
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.fast_dev_run:  # Lightning 2.6 saves last.ckpt here even under fast_dev_run
+            super().on_train_end(trainer, pl_module)
+
 
 class InterruptCheckpoint(Checkpoint):
     """On Ctrl-C or SIGTERM, finishes the current batch, saves ``last-interrupted.ckpt`` and stops.

@@ -29,12 +29,15 @@ DROPOUT_PLACEMENTS = ("all", "top", "output")
 LECUN_INITS = ("lecun_normal", "lecun_uniform")
 
 
+DEFAULT_DEPTH, DEFAULT_WIDTH = 2, 100
+
+
 @dataclass
 class MLPConfig:
     """Everything that defines the network, as plain values (YAML- and checkpoint-friendly).
 
     Args:
-        depth: number of hidden layers (ignored when ``widths`` is given).
+        depth: number of hidden layers (with ``widths`` given, leave depth and width at their defaults).
         width: units per hidden layer.
         widths: explicit list of hidden widths, e.g. ``[300, 100]``.
         activation: a registered name (``deeptrain.nn.activations.ACTIVATIONS``) or a gated
@@ -59,8 +62,8 @@ class MLPConfig:
             of at most this radius after every optimizer step.
     """
 
-    depth: int = 2
-    width: int = 100
+    depth: int = DEFAULT_DEPTH
+    width: int = DEFAULT_WIDTH
     widths: Optional[list[int]] = None
     activation: str = "relu"
     activation_args: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +89,10 @@ class MLPConfig:
         _check_choice("dropout_placement", self.dropout_placement, DROPOUT_PLACEMENTS)
         if self.widths is not None and len(self.widths) == 0:
             raise ValueError("net.widths is an empty list; give at least one hidden width or use depth/width")
+        if self.widths is not None and (self.depth, self.width) != (DEFAULT_DEPTH, DEFAULT_WIDTH):
+            raise ValueError(f"net.widths {list(self.widths)} and net.depth {self.depth} / net.width {self.width} are "
+                             "both set, and widths would win: set net.widths null (--model.net.widths null) to use "
+                             "depth x width, or leave depth and width out")
         if self.widths is None and self.depth < 1:
             raise ValueError(f"net.depth must be >= 1, got {self.depth}")
         for w in self.hidden_widths:

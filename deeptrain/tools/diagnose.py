@@ -7,18 +7,17 @@ PNG and as an image in TensorBoard. This is the chapter's argument in one pictur
 sigmoid + N(0, 1) saturates, sigmoid + Glorot lets the gradient vanish towards the input,
 ReLU/ELU + He keep it, SELU + LeCun normal self-normalizes, batch norm forces it.
 
-    deeptrain diagnose --dataset image_folder --data-dir ../shared/data/cifar10-jpeg --out docs/diagnose_depth50.png
-    deeptrain diagnose --synthetic --depth 20          # standard-normal inputs, no data needed
-    deeptrain diagnose --config my_nets.yaml            # {depth, width, configs: {label: {MLPConfig fields}}}
+    deeptrain diagnose --dataset image_folder --data_dir ../shared/data/cifar10-jpeg --out docs/diagnose_depth50.png
+    deeptrain diagnose --synthetic true --depth 20      # standard-normal inputs, no data needed
+    deeptrain diagnose --nets my_nets.yaml              # {depth, width, configs: {label: {MLPConfig fields}}}
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -143,56 +142,63 @@ def summary_table(profiles: Sequence[Profile]) -> str:
     return "\n".join(rows)
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="deeptrain diagnose", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    parser.add_argument("--preset", default="depth50", choices=sorted(PRESETS), help="built-in comparison")
-    parser.add_argument("--config", default=None, help="YAML {depth, width, configs: {label: {MLPConfig fields}}}")
-    parser.add_argument("--depth", type=int, default=None, help="override the hidden depth")
-    parser.add_argument("--width", type=int, default=None, help="override the hidden width")
-    parser.add_argument("--dataset", default="cifar10", help="fashion_mnist, cifar10 or image_folder")
-    parser.add_argument("--data-dir", default=None, help="default: $DEEPTRAIN_DATA_DIR")
-    parser.add_argument("--synthetic", action="store_true", help="standard-normal 3x32x32 inputs instead of images")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=42, help="seed of the batch and of every initialization")
-    parser.add_argument("--out", default="diagnose.png", help="PNG to write")
-    parser.add_argument("--tensorboard", default="logs/diagnose", help="TensorBoard log dir for the image ('' = none)")
-    return parser.parse_args(list(argv))
+def diagnose(preset: Literal["depth50"] = "depth50", nets: Optional[str] = None, depth: Optional[int] = None,
+             width: Optional[int] = None, dataset: str = "cifar10", data_dir: Optional[str] = None,
+             synthetic: bool = False, batch_size: int = 512, seed: int = 42, out: str = "diagnose.png",
+             tensorboard: Optional[str] = "logs/diagnose") -> list[Profile]:
+    """Activation std and gradient norm against depth of deep MLPs at initialization, plotted.
 
+    Builds each network (no training), pushes one batch of standardized images forward and the
+    cross-entropy backward, and plots per hidden layer the activation std, the saturated or dead
+    units, and the weight-gradient norm: the chapter's vanishing/exploding gradients in one picture.
 
-def load_configs(args: argparse.Namespace) -> tuple[str, dict[str, MLPConfig]]:
-    if args.config is None:
-        return args.preset, preset_configs(PRESETS[args.preset], args.depth, args.width)
-    import yaml
-
-    spec = yaml.safe_load(Path(args.config).read_text())
-    if not isinstance(spec, dict) or not isinstance(spec.get("configs"), dict):
-        raise ValueError(f"{args.config}: expected a mapping with 'configs: {{label: {{MLPConfig fields}}}}', got {spec!r}")
-    return Path(args.config).stem, preset_configs(spec, args.depth, args.width)
-
-
-def main(argv: Sequence[str] = ()) -> list[Profile]:
-    args = parse_args(argv)
-    name, configs = load_configs(args)
-    if args.synthetic:
-        x, y, num_classes = synthetic_batch((3, 32, 32), 10, args.batch_size, args.seed)
+    Args:
+        preset: the built-in comparison (sigmoid/tanh/ReLU/ELU/SELU with their initializations, and BN).
+        nets: a YAML file ``{depth, width, configs: {label: {MLPConfig fields}}}`` to compare instead.
+        depth: hidden layers of every network (overrides the preset's or the file's).
+        width: units per hidden layer (overrides the preset's or the file's).
+        dataset: fashion_mnist, cifar10 or image_folder.
+        data_dir: where the dataset is (default: $DEEPTRAIN_DATA_DIR, else ./data).
+        synthetic: standard-normal 3x32x32 inputs instead of images (no data needed).
+        batch_size: images in the batch.
+        seed: seed of the batch and of every initialization.
+        out: PNG file to write.
+        tensorboard: TensorBoard log folder for the figure (null: none).
+    """
+    for key, value in (("depth", depth), ("width", width), ("batch_size", batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"diagnose: {key} must be >= 1, got {value}")
+    name, configs = load_configs(preset, nets, depth, width)
+    if synthetic:
+        x, y, num_classes = synthetic_batch((3, 32, 32), 10, batch_size, seed)
         source = "standard-normal inputs"
     else:
-        x, y, num_classes = standardized_batch(args.dataset, args.data_dir, args.batch_size, args.seed)
-        name_of_data = Path(args.data_dir).name if args.dataset == "image_folder" and args.data_dir else args.dataset
+        x, y, num_classes = standardized_batch(dataset, data_dir, batch_size, seed)
+        name_of_data = Path(data_dir).name if dataset == "image_folder" and data_dir else dataset
         source = f"{name_of_data} training images, standardized"
-    profiles = [profile(label, cfg, x, y, num_classes, args.seed) for label, cfg in configs.items()]
+    profiles = [profile(label, cfg, x, y, num_classes, seed) for label, cfg in configs.items()]
     print(summary_table(profiles))
-    depth = {len(p.act_std) for p in profiles}
-    figure = plot_profiles(profiles, f"at initialization: {'/'.join(map(str, sorted(depth)))} hidden layers, "
+    depths = {len(p.act_std) for p in profiles}
+    figure = plot_profiles(profiles, f"at initialization: {'/'.join(map(str, sorted(depths)))} hidden layers, "
                                      f"one batch of {len(x)} {source}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=90)
-    print(f"wrote {args.out}")
-    if args.tensorboard:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=90)
+    print(f"wrote {out}")
+    if tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
-        with SummaryWriter(str(Path(args.tensorboard) / name)) as writer:
+        with SummaryWriter(str(Path(tensorboard) / name)) as writer:
             writer.add_figure(f"diagnose/{name}", figure, 0, close=False)
-        print(f"TensorBoard image diagnose/{name} in {Path(args.tensorboard) / name}")
+        print(f"TensorBoard image diagnose/{name} in {Path(tensorboard) / name}")
     return profiles
+
+
+def load_configs(preset: str, nets: Optional[str], depth: Optional[int], width: Optional[int]) -> tuple[str, dict[str, MLPConfig]]:
+    if nets is None:
+        return preset, preset_configs(PRESETS[preset], depth, width)
+    import yaml
+
+    spec = yaml.safe_load(Path(nets).read_text())
+    if not isinstance(spec, dict) or not isinstance(spec.get("configs"), dict):
+        raise ValueError(f"{nets}: expected a mapping with 'configs: {{label: {{MLPConfig fields}}}}', got {spec!r}")
+    return Path(nets).stem, preset_configs(spec, depth, width)

@@ -1,4 +1,4 @@
-"""``deeptrain lr-find``: the chapter's learning-rate range test, with Lightning's ``Tuner.lr_find``.
+"""``deeptrain lr_find``: the chapter's learning-rate range test, with Lightning's ``Tuner.lr_find``.
 
 Train for ``num_training`` steps while the learning rate grows exponentially from ``min_lr``
 to ``max_lr`` (1e-5 to 10 over 500 steps, as in the chapter), and plot the smoothed loss
@@ -11,21 +11,21 @@ against the learning rate on a log axis. Two readings are printed:
 The model and data come from the same YAML config as ``fit``; the sweep leaves the model
 as it was (weights, optimizer state and ``model.lr``).
 
-    deeptrain lr-find --config configs/cifar10/baseline.yaml --out lr_find.png \\
+    deeptrain lr_find --config configs/cifar10/baseline.yaml --out lr_find.png \\
         --data.dataset image_folder --data.data_dir ../shared/data/cifar10-jpeg
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning as L
 from lightning.pytorch.tuner import Tuner
+
+from deeptrain.training.module import Classifier
 
 CHAPTER_FACTOR = 10.0
 SMOOTHING_BETA = 0.98  # Lightning's _LRCallback(beta=0.98)
@@ -135,48 +135,33 @@ def plot_result(result: LRFindResult, title: str = "") -> Any:
     return figure
 
 
-def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="deeptrain lr-find", description=__doc__, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Any other argument (--config, --model.*, --data.*, --trainer.*) "
-                                            "goes to the same parser as `deeptrain fit`.")
-    parser.add_argument("--out", default="lr_find.png", help="PNG to write")
-    parser.add_argument("--min-lr", type=float, default=1e-5)
-    parser.add_argument("--max-lr", type=float, default=10.0)
-    parser.add_argument("--num-training", type=int, default=500, help="steps of the sweep")
-    parser.add_argument("--early-stop-threshold", type=float, default=4.0,
-                        help="stop when the loss exceeds this multiple of the best (<= 0: never)")
-    return parser.parse_known_args(list(argv))
+def lr_find(trainer: L.Trainer, model: Classifier, datamodule: L.LightningDataModule, min_lr: float = 1e-5,
+            max_lr: float = 10.0, num_training: int = 500, early_stop_threshold: Optional[float] = 4.0,
+            out: str = "lr_find.png") -> LRFindResult:
+    """The learning-rate range test: loss against an exponentially growing learning rate, plotted.
 
+    Trains the config's model for ``num_training`` steps while the learning rate grows from
+    ``min_lr`` to ``max_lr``, prints Lightning's suggestion and the chapter's rule (10x below the
+    turning point), and writes the plot. The model and data come from ``--config`` as for ``fit``.
 
-def last_config(args: Sequence[str]) -> tuple[int, str]:
-    """(index just past the last ``--config`` option, its path)."""
-    found = [i for i, a in enumerate(args) if a == "--config" or a.startswith("--config=")]
-    if not found or (args[found[-1]] == "--config" and found[-1] + 1 == len(args)):
-        raise SystemExit("deeptrain lr-find: --config is required (the same YAML as for `deeptrain fit`)")
-    i = found[-1]
-    return (i + 2, args[i + 1]) if args[i] == "--config" else (i + 1, args[i].split("=", 1)[1])
-
-
-def without_logger(args: list[str]) -> list[str]:
-    """``args`` with ``--trainer.logger=false`` right after the last ``--config``: a sweep needs no
-    TensorBoard run, but an explicit ``--trainer.logger`` given later still wins."""
-    end, _ = last_config(args)
-    return args[:end] + ["--trainer.logger=false"] + args[end:]
-
-
-def main(argv: Sequence[str] = ()) -> LRFindResult:
-    from deeptrain.cli import build_cli
-
-    args, rest = parse_args(argv)
-    with warnings.catch_warnings():  # `deeptrain lr-find ...` hands build_cli the rest of sys.argv on purpose
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
-        cli = build_cli(without_logger(rest), run=False, save_config_callback=None)
-    result = find_lr(cli.trainer, cli.model, cli.datamodule, args.min_lr, args.max_lr, args.num_training,
-                     args.early_stop_threshold if args.early_stop_threshold > 0 else None)
+    Args:
+        min_lr: learning rate of the first step (> 0).
+        max_lr: learning rate of the last step (> min_lr).
+        num_training: steps of the sweep (>= 3).
+        early_stop_threshold: stop once the smoothed loss exceeds this multiple of the best (None: never).
+        out: PNG file to write.
+    """
+    if not 0 < min_lr < max_lr:
+        raise ValueError(f"lr_find: need 0 < min_lr < max_lr, got min_lr={min_lr:g}, max_lr={max_lr:g}")
+    if num_training < 3:
+        raise ValueError(f"lr_find: num_training must be >= 3 steps, got {num_training}")
+    if early_stop_threshold is not None and early_stop_threshold <= 1:
+        raise ValueError(f"lr_find: early_stop_threshold must be > 1 (a multiple of the best loss) or null, "
+                         f"got {early_stop_threshold:g}")
+    result = find_lr(trainer, model, datamodule, min_lr, max_lr, num_training, early_stop_threshold)
     print(result.report())
-    config = Path(last_config(rest)[1])
-    figure = plot_result(result, title=f"LR range test of {config.parent.name}/{config.name}: {len(result.lrs)} steps")
-    figure.savefig(args.out, dpi=90)
-    print(f"wrote {args.out}")
+    figure = plot_result(result, title=f"LR range test: {len(result.lrs)} steps")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=90)
+    print(f"wrote {out}")
     return result

@@ -9,7 +9,7 @@ reading the optimizer's learning rate before every step.
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -109,18 +109,21 @@ def plot_curves(curves: dict[str, list[float]], title: str = "") -> Any:
     return figure
 
 
-def main(argv: Sequence[str] = ()) -> dict[str, list[float]]:
-    parser = argparse.ArgumentParser(prog="deeptrain schedules", description=__doc__, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1000, help="scheduler steps to draw")
-    parser.add_argument("--lr0", type=float, default=0.01, help="initial (and 1cycle's maximum) learning rate")
-    parser.add_argument("--out", default="schedules.png", help="PNG to write")
-    args = parser.parse_args(list(argv))
-    curves = schedule_curves(args.steps, args.lr0)
-    figure = plot_curves(curves, f"learning-rate schedules over {args.steps} steps (lr0 = {args.lr0:g})")
-    figure.savefig(args.out, dpi=90)
+def schedules(steps: int = 1000, lr0: float = 0.01, out: str = "schedules.png") -> dict[str, list[float]]:
+    """Plot the chapter's learning-rate schedules side by side (linear and log scale).
+
+    Args:
+        steps: scheduler steps to draw (>= 2).
+        lr0: initial (and 1cycle's maximum) learning rate (> 0).
+        out: PNG file to write.
+    """
+    if steps < 2 or lr0 <= 0:
+        raise ValueError(f"schedules: need steps >= 2 and lr0 > 0, got steps={steps}, lr0={lr0:g}")
+    curves = schedule_curves(steps, lr0)
+    figure = plot_curves(curves, f"learning-rate schedules over {steps} steps (lr0 = {lr0:g})")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=90)
     for label, lrs in curves.items():
         print(f"{label:<90} start {lrs[0]:.3g}  max {max(lrs):.3g}  end {lrs[-1]:.3g}")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return curves
-

@@ -2,9 +2,9 @@
 report per-layer and global sparsity and the validation accuracy before and after, and save
 a checkpoint with plain weights.
 
-    deeptrain prune --ckpt logs/.../best.ckpt --config configs/cifar10/alpha_dropout.yaml \\
-        --amount 0.8 [--scope global|layer] [--no-head] [--finetune_epochs 2] [--out pruned.ckpt] \\
-        [--data.data_dir ... other LightningCLI overrides of the config]
+    deeptrain prune --config configs/cifar10/alpha_dropout.yaml --ckpt_path logs/.../best.ckpt \\
+        --amount 0.8 [--scope global|layer] [--include_head false] [--finetune_epochs 2] [--out pruned.ckpt] \\
+        [--data.data_dir ... other overrides of the config]
 
 The config (with any ``--data.*`` overrides) supplies the data; the network and its weights
 come from the checkpoint. The saved checkpoint has ``weight`` entries only (no
@@ -13,15 +13,15 @@ come from the checkpoint. The saved checkpoint has ``weight`` entries only (no
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional
 
 import lightning as L
 
-from deeptrain.nn.sparsity import SCOPES, LayerSparsity, magnitude_prune_, make_permanent_, prunable_weights, sparsity_report
+from deeptrain.nn.sparsity import LayerSparsity, magnitude_prune_, make_permanent_, prunable_weights, sparsity_report
+from deeptrain.data.datamodule import ImageDataModule
 from deeptrain.training.module import Classifier
+from deeptrain.training.runs import resolve_best_checkpoint
 
 
 def quiet_trainer(**kwargs: Any) -> L.Trainer:
@@ -33,18 +33,6 @@ def quiet_trainer(**kwargs: Any) -> L.Trainer:
 def validation_scores(model: L.LightningModule, datamodule: L.LightningDataModule) -> dict[str, float]:
     (scores,) = quiet_trainer().validate(model, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in scores.items()}
-
-
-def datamodule_from_config(config: Optional[str], overrides: Sequence[str] = ()) -> L.LightningDataModule:
-    """The DataModule a LightningCLI config (plus overrides like ``--data.data_dir X``) describes."""
-    from deeptrain.cli import build_cli  # the CLI sits above the tools
-
-    args = (["--config", config] if config else []) + list(overrides) + ["--trainer.logger=false"]
-    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when it sees both args and a command line
-    try:
-        return build_cli(args, run=False).datamodule
-    finally:
-        sys.argv = argv
 
 
 def prune_model(
@@ -85,28 +73,35 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="deeptrain prune", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", required=True, help="checkpoint of a trained Classifier")
-    parser.add_argument("--config", help="the training config (for the data); --data.* overrides may follow")
-    parser.add_argument("--amount", type=float, default=0.8, help="fraction of the weights to zero (default 0.8)")
-    parser.add_argument("--scope", choices=SCOPES, default="global", help="one threshold over all layers, or per layer")
-    parser.add_argument("--no-head", dest="include_head", action="store_false", help="leave the output layer dense")
-    parser.add_argument("--finetune_epochs", type=int, default=0, help="epochs of training with the masks on")
-    parser.add_argument("--out", help="where to save the pruned checkpoint (default: <ckpt>-pruned<amount>.ckpt)")
-    return parser.parse_known_args(list(argv))
+def prune(trainer: L.Trainer, datamodule: ImageDataModule, ckpt_path: Optional[str] = None, amount: float = 0.8,
+          scope: Literal["global", "layer"] = "global", include_head: bool = True, finetune_epochs: int = 0,
+          out: Optional[str] = None) -> dict[str, Any]:
+    """Magnitude-prune a trained checkpoint, optionally fine-tune the survivors, report the sparsity.
 
+    Prints per-layer and global sparsity and the validation accuracy before pruning, after it and
+    after fine-tuning, and saves a checkpoint with plain weights. The data come from ``--config``
+    as for ``fit``; the network and its weights from the checkpoint.
 
-def main(argv: Sequence[str]) -> dict[str, Any]:
-    args, overrides = parse_args(argv)
-    datamodule = datamodule_from_config(args.config, overrides)
-    model = Classifier.load_from_checkpoint(args.ckpt, map_location="cpu")
-    report = prune_model(model, datamodule, args.amount, args.scope, args.include_head, args.finetune_epochs)
-    out = Path(args.out or str(Path(args.ckpt).with_suffix("")) + f"-pruned{args.amount:g}.ckpt")
-    trainer = quiet_trainer()
-    trainer.strategy.connect(model)  # save_checkpoint needs the module attached, not a fit
-    trainer.save_checkpoint(out, weights_only=True)
+    Args:
+        ckpt_path: a trained Classifier checkpoint (default: the newest best checkpoint of the config's runs).
+        amount: fraction of the weights to zero, in (0, 1).
+        scope: one magnitude threshold over all layers (global), or one per layer.
+        include_head: prune the output layer too.
+        finetune_epochs: epochs of training with the masks on.
+        out: where to save the pruned checkpoint (default: ``<ckpt>-pruned<amount>.ckpt``).
+    """
+    if not 0 < amount < 1:
+        raise ValueError(f"prune: amount must be a fraction in (0, 1), got {amount:g}")
+    if finetune_epochs < 0:
+        raise ValueError(f"prune: finetune_epochs must be >= 0, got {finetune_epochs}")
+    ckpt_path = ckpt_path or resolve_best_checkpoint(trainer)
+    model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    report = prune_model(model, datamodule, amount, scope, include_head, finetune_epochs)
+    path = Path(out or str(Path(ckpt_path).with_suffix("")) + f"-pruned{amount:g}.ckpt")
+    writer = quiet_trainer()
+    writer.strategy.connect(model)  # save_checkpoint needs the module attached, not a fit
+    writer.save_checkpoint(path, weights_only=True)
     print(format_report(report))
-    print(f"saved {out}")
-    report["out"] = str(out)
+    print(f"saved {path}")
+    report["out"] = str(path)
     return report

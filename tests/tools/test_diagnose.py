@@ -59,7 +59,7 @@ def test_the_command_writes_a_png_and_a_tensorboard_image(tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "d.png"
-    cli_main(["diagnose", "--synthetic", "--depth", "5", "--batch-size", "32", "--out", str(out),
+    cli_main(["diagnose", "--synthetic", "true", "--depth", "5", "--batch_size", "32", "--out", str(out),
               "--tensorboard", str(tmp_path / "tb")])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
@@ -71,12 +71,19 @@ def test_the_command_writes_a_png_and_a_tensorboard_image(tmp_path, capsys):
 def test_a_yaml_of_networks_replaces_the_preset(tmp_path, capsys):
     spec = tmp_path / "mine.yaml"
     spec.write_text("depth: 4\nwidth: 16\nconfigs:\n  tiny selu: {activation: selu, kernel_init: lecun_normal}\n")
-    from deeptrain.tools.diagnose import main
+    from deeptrain.tools.diagnose import diagnose
 
-    (p,) = main(["--config", str(spec), "--synthetic", "--batch-size", "16", "--out", str(tmp_path / "m.png"),
-                 "--tensorboard", ""])
+    (p,) = diagnose(nets=str(spec), synthetic=True, batch_size=16, out=str(tmp_path / "m.png"), tensorboard=None)
     assert p.name == "tiny selu" and len(p.grad_norm) == 4
     bad = tmp_path / "bad.yaml"
     bad.write_text("depth: 4\n")
     with pytest.raises(ValueError, match="configs"):
-        main(["--config", str(bad), "--synthetic"])
+        diagnose(nets=str(bad), synthetic=True)
+
+
+@pytest.mark.parametrize("option", ["--depth", "--width", "--batch_size"])
+def test_a_size_below_one_is_a_one_line_error(option, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli_main(["diagnose", "--synthetic", "true", option, "0"])
+    assert exit.value.code == 1
+    assert capsys.readouterr().err.strip() == f"error: diagnose: {option[2:]} must be >= 1, got 0"

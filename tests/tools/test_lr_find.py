@@ -116,7 +116,7 @@ def test_the_command_builds_from_a_fit_config_and_writes_the_plot(tmp_path, monk
     )
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "lr.png"
-    cli_main(["lr-find", "--config", str(config), "--num-training", "30", "--out", str(out), "--model.net.width", "8"])
+    cli_main(["lr_find", "--config", str(config), "--num_training", "30", "--out", str(out), "--model.net.width", "8"])
     printed = capsys.readouterr().out
     assert "suggested lr" in printed and "chapter's rule" in printed
     chapter = float(printed.split("chapter's rule (10x below the turning point):")[1].split()[0])
@@ -126,6 +126,19 @@ def test_the_command_builds_from_a_fit_config_and_writes_the_plot(tmp_path, monk
     assert not (tmp_path / "logs").exists() and not (tmp_path / "config.yaml").exists()  # a sweep leaves no run behind
 
 
-def test_the_command_needs_a_config():
-    with pytest.raises(SystemExit, match="--config is required"):
-        cli_main(["lr-find", "--num-training", "5"])
+@pytest.mark.parametrize("options, message", [
+    (["--min_lr", "1", "--max_lr", "1e-3"], "need 0 < min_lr < max_lr, got min_lr=1, max_lr=0.001"),
+    (["--num_training", "2"], "num_training must be >= 3 steps, got 2"),
+    (["--early_stop_threshold", "0.5"], "early_stop_threshold must be > 1"),
+])
+def test_nonsense_sweeps_are_one_line_errors(options, message, tmp_path, monkeypatch, capsys):
+    write_image_folder(tmp_path / "images")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"data: {{dataset: image_folder, data_dir: {tmp_path / 'images'}, val_size: 20,"
+                      f" cache_dir: {tmp_path / 'cache'}}}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit:
+        cli_main(["lr_find", "--config", str(config), *options])
+    assert exit.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: lr_find: {message}") and err.count("\n") == 1

@@ -2,7 +2,6 @@ import lightning as L
 import pytest
 import torch
 
-from deeptrain.cli import TOOLS
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.nn.sparsity import plain_state_dict, prunable_weights, sparsity_report
 from deeptrain.tools import prune as prune_tool
@@ -23,13 +22,9 @@ def trained_checkpoint(tmp_path_factory):
     return path
 
 
-def test_prune_command_reports_sparsity_and_accuracy_and_saves_a_plain_checkpoint(trained_checkpoint, tmp_path,
-                                                                                   monkeypatch, capsys):
-    assert TOOLS["prune"] == "deeptrain.tools.prune:main"
-    monkeypatch.setattr(prune_tool, "datamodule_from_config", lambda config, overrides: TinyData())
+def test_prune_command_reports_sparsity_and_accuracy_and_saves_a_plain_checkpoint(trained_checkpoint, tmp_path, capsys):
     out = tmp_path / "pruned.ckpt"
-    report = prune_tool.main(["--ckpt", str(trained_checkpoint), "--amount", "0.7", "--out", str(out),
-                              "--finetune_epochs", "2"])
+    report = prune_tool.prune(None, TinyData(), str(trained_checkpoint), amount=0.7, out=str(out), finetune_epochs=2)
     n = report["global"].total
     assert n == 16 * 32 + 32 * 16 + 16 * 3
     assert report["global"].zeros == round(0.7 * n)
@@ -64,3 +59,9 @@ def test_plain_state_dict_folds_masks():
     assert set(state) == {"weight", "bias"}
     torch.testing.assert_close(state["weight"], linear.weight)
     assert int((state["weight"] == 0).sum()) == 3
+
+
+@pytest.mark.parametrize("amount", [0.0, 1.0, 1.5])
+def test_an_amount_outside_0_1_is_a_clear_error(trained_checkpoint, amount):
+    with pytest.raises(ValueError, match=f"amount must be a fraction in \\(0, 1\\), got {amount:g}"):
+        prune_tool.prune(None, TinyData(), str(trained_checkpoint), amount=amount)

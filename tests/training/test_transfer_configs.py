@@ -12,7 +12,6 @@ import yaml
 from deeptrain.cli import build_cli
 from deeptrain.data.datamodule import ImageDataModule
 from deeptrain.nn.mlp import MLPConfig
-from deeptrain.tools.autoencoder import build_autoencoder_cli
 from deeptrain.training.autoencoder import LayerwiseAutoencoder
 from deeptrain.training.module import Classifier
 
@@ -35,12 +34,14 @@ def test_transfer_configs_define_their_tasks():
     assert task_b["classes"] == [5, 6] and task_b["train_size"] == 200  # shirt (6) last: the positive class 1
 
 
-def test_the_autoencoder_config_builds_with_its_command(tmp_path, monkeypatch):
+@pytest.mark.skipif(not (DATA / "FashionMNIST" / "raw").is_dir(), reason=f"no Fashion-MNIST in {DATA}")
+def test_the_autoencoder_config_runs_with_its_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = build_autoencoder_cli(["--config", str(TRANSFER / "pretrain_autoencoder.yaml"), "--trainer.logger=false"],
-                                run=False)
-    assert isinstance(cli.model, LayerwiseAutoencoder) and cli.model.depth == 5
-    assert tuple(cli.model.hparams.input_shape) == (1, 28, 28)  # linked from the data
+    model = build_cli(["autoencoder", "--config", str(TRANSFER / "pretrain_autoencoder.yaml"), "--trainer.logger=false",
+                       "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false"]).result
+    assert isinstance(model, LayerwiseAutoencoder) and model.depth == 5
+    assert tuple(model.hparams.input_shape) == (1, 28, 28)  # linked from the data
+    assert model.trainer.global_step == 1 and not any(tmp_path.iterdir())  # fast_dev_run: one step, no files
 
 
 @pytest.mark.skipif(not (DATA / "FashionMNIST" / "raw").is_dir(), reason=f"no Fashion-MNIST in {DATA}")

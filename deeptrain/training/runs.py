@@ -1,0 +1,76 @@
+"""Where a config's runs are: the newest ``last``/``best`` checkpoint of earlier runs, and the run
+folder a checkpoint belongs to (``<save_dir>/<name>/version_N/checkpoints/*.ckpt``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+FRESH_WEIGHTS = "none"  # --ckpt_path none: evaluate or predict with freshly initialized weights, on purpose
+
+
+def run_folder(checkpoint: Union[str, Path]) -> Optional[Path]:
+    """``<save_dir>/<name>/version_N`` of a checkpoint saved under ``.../version_N/checkpoints/``."""
+    folder = Path(checkpoint).resolve().parent
+    return folder.parent if folder.name == "checkpoints" and folder.parent.name.startswith("version_") else None
+
+
+def log_into_run_of(trainer: Trainer, checkpoint: Optional[str]) -> None:
+    """Point the TensorBoard logger at the run that wrote ``checkpoint``, so an evaluation's
+    metrics join that run instead of opening a new, otherwise empty ``version_N``."""
+    logger = trainer.logger
+    run = run_folder(checkpoint) if checkpoint else None
+    if not isinstance(logger, TensorBoardLogger) or run is None:
+        return
+    trainer.logger = TensorBoardLogger(save_dir=str(run.parent.parent), name=run.parent.name, version=run.name,
+                                       default_hp_metric=False)
+    rank_zero_info(f"Metrics are logged into the run {run}")
+
+
+def resolve_last_checkpoint(trainer: Trainer) -> Optional[str]:
+    """The newest ``last*.ckpt`` of earlier runs of this logger, and continue logging in that run's folder.
+
+    Checkpoints live in ``<save_dir>/<name>/version_N/checkpoints`` and a new run gets a new
+    ``version_N``, where Lightning's ``ckpt_path="last"`` finds nothing and silently starts
+    over. Only applies when the logger's version and the checkpoint folder are left unset.
+    """
+    logger = trainer.logger
+    fixed_dir = any(getattr(cb, "dirpath", None) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint))
+    if logger is None or fixed_dir or getattr(logger, "_version", "set") is not None:
+        return None
+    root = Path(logger.save_dir or trainer.default_root_dir) / str(logger.name or "")
+    found = [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file()]
+    if not found:
+        rank_zero_warn(f"--ckpt_path last: no last*.ckpt under {root}/*/checkpoints; training starts from scratch")
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    version = newest.parent.parent.name
+    logger._version = int(version[len("version_"):]) if version.startswith("version_") and version[8:].isdigit() else version
+    rank_zero_info(f"Resuming from {newest}; logging continues in {newest.parent.parent}")
+    return str(newest)
+
+
+def resolve_best_checkpoint(trainer: Trainer) -> str:
+    """The newest ``best*.ckpt`` in ``<save_dir>/<name>/*/checkpoints`` of this config's logger.
+
+    The ``checkpoint`` group keeps the best epoch as ``best-{epoch}-{val_loss}.ckpt``; with
+    ``save_top_k: 1`` each run has one, and the newest one belongs to the latest fit. Raises
+    ``FileNotFoundError`` when there is none: evaluating random weights is asked for explicitly
+    (``--ckpt_path none``), never by accident.
+    """
+    logger = trainer.logger
+    root = Path(getattr(logger, "save_dir", None) or trainer.default_root_dir) / str(getattr(logger, "name", "") or "")
+    fixed = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    patterns = [(d, "best*.ckpt") for d in fixed] or [(root, "*/checkpoints/best*.ckpt"), (root, "checkpoints/best*.ckpt")]
+    found = [p for folder, pattern in patterns for p in folder.glob(pattern) if p.is_file()]
+    if not found:
+        raise FileNotFoundError(f"no best*.ckpt under {root}/*/checkpoints: train first (deeptrain fit), pass "
+                                f"--ckpt_path PATH, or --ckpt_path {FRESH_WEIGHTS} to use freshly initialized weights")
+    newest = str(max(found, key=lambda p: p.stat().st_mtime))
+    rank_zero_info(f"Using the best checkpoint {newest} (pass --ckpt_path to choose another)")
+    return newest

@@ -1,0 +1,72 @@
+"""The suite runs as the README gives it, from any folder, and writes only into pytest's temporary folders.
+
+- ``DEEPTRAIN_DATA_DIR=../shared/data`` is relative to where pytest starts; tests that start
+  subprocesses in a temporary folder need it absolute.
+- Caches (deeptrain's decoded image folders, matplotlib's, torch.compile's) go to a session
+  temporary folder, never to the home folder; no bytecode or pytest cache in the working tree.
+- At the end, the session fails if the working directory or ``~/.cache/deeptrain`` changed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+SKIP = {".git", ".venv", ".ci-venv", "__pycache__"}  # not the suite's: environments and git
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if data := os.environ.get("DEEPTRAIN_DATA_DIR"):
+        os.environ["DEEPTRAIN_DATA_DIR"] = str(Path(data).resolve())
+    caches = Path(tempfile.mkdtemp(prefix="deeptrain-test-caches-"))
+    config._deeptrain_caches = caches
+    for variable, name in (("DEEPTRAIN_CACHE_DIR", "deeptrain"), ("MPLCONFIGDIR", "matplotlib"),
+                           ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
+        os.environ[variable] = str(caches / name)
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # subprocesses
+    sys.dont_write_bytecode = True
+    config._deeptrain_before = snapshot(Path.cwd()), snapshot(user_cache())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    caches = getattr(config, "_deeptrain_caches", None)
+    if caches is not None:
+        import shutil
+
+        shutil.rmtree(caches, ignore_errors=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = getattr(session.config, "_deeptrain_before", None)
+    if before is None or session.config.option.collectonly:
+        return
+    after = snapshot(Path.cwd()), snapshot(user_cache())
+    changed = [f"{where}: {sorted(set(a) ^ set(b))[:5]}" for where, a, b in
+               zip(("working directory", "~/.cache/deeptrain"), before, after) if a != b]
+    if changed:
+        session.config.get_terminal_writer().line(
+            "the suite wrote outside pytest's temporary folders: " + "; ".join(changed), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def user_cache() -> Path:
+    return Path.home() / ".cache" / "deeptrain"
+
+
+def snapshot(root: Path) -> dict[str, float]:
+    """Every file under ``root`` (but environments, git and bytecode) with its modification time."""
+    files: dict[str, float] = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP and not d.endswith(".egg-info")]
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                files[os.path.relpath(path, root)] = os.stat(path).st_mtime
+            except FileNotFoundError:
+                pass
+    return files
