@@ -169,15 +169,24 @@ class DeeptrainCLI(LightningCLI):
         super().instantiate_classes()
 
     def _run_subcommand(self, subcommand: str) -> None:
-        if subcommand not in COMMANDS:
-            return super()._run_subcommand(subcommand)
-        function = command_function(subcommand)
-        kwargs = {k: v for k, v in self.config_init[subcommand].items() if k in self._subcommand_method_arguments[subcommand]}
+        """Lightning's flow (``before_<command>``, the command, ``after_<command>``), keeping what the
+        command returns in ``self.result`` (metrics of validate/test, a deeptrain command's result)."""
+        if callable(before := getattr(self, f"before_{subcommand}", None)):
+            before()
+        if subcommand in COMMANDS:
+            self.result = self._run_command(subcommand)
+        else:
+            self.result = getattr(self.trainer, subcommand)(**self._prepare_subcommand_kwargs(subcommand))
+        if callable(after := getattr(self, f"after_{subcommand}", None)):
+            after()
+
+    def _run_command(self, name: str) -> Any:
+        function = command_function(name)
+        kwargs = {k: v for k, v in self.config_init[name].items() if k in self._subcommand_method_arguments[name]}
         if is_model_command(function):
-            accepted = inspect.signature(function).parameters
             given = {"trainer": self.trainer, "model": self.model, "datamodule": self.datamodule}
-            kwargs.update({k: v for k, v in given.items() if k in accepted})
-        self.result = function(**kwargs)
+            kwargs.update({k: v for k, v in given.items() if k in inspect.signature(function).parameters})
+        return function(**kwargs)
 
     # ---- checkpoints and runs
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

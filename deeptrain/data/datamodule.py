@@ -63,9 +63,11 @@ class ImageDataModule(L.LightningDataModule):
 
     Args:
         dataset: source name: ``fashion_mnist``, ``cifar10`` or ``image_folder``.
-        data_dir: where the source looks (default: ``$DEEPTRAIN_DATA_DIR`` or ``./data``);
-            for ``image_folder``, a folder with ``train/<class>/*`` and optionally ``test/<class>/*``.
-        download: download torchvision datasets that are missing (needs internet).
+        data_dir: where the source looks, and where a missing torchvision dataset is downloaded to
+            (default: ``$DEEPTRAIN_DATA_DIR``, else ``./data``); for ``image_folder``, a folder with
+            ``train/<class>/*`` and optionally ``test/<class>/*``.
+        download: download a missing torchvision dataset (torchvision's checksummed download; needs
+            internet). Offline, a missing dataset is an error that says where it was looked for.
         val_size: examples held out from the training set for validation.
         split_seed: seed of the train/validation split.
         batch_size: training batch size.
@@ -98,7 +100,7 @@ class ImageDataModule(L.LightningDataModule):
         ((1, 28, 28), 10)
     """
 
-    def __init__(self, dataset: str = "fashion_mnist", data_dir: str | None = None, download: bool = False,
+    def __init__(self, dataset: str = "fashion_mnist", data_dir: str | None = None, download: bool = True,
                  val_size: int = 5000, split_seed: int = 42, batch_size: int = 32, eval_batch_size: int = 1000,
                  normalize: str = "standardize", hflip: bool = False, crop_padding: int = 0,
                  image_size: int | None = None, cache_dir: str | None = None, shuffle_seed: int | None = None,

@@ -110,7 +110,7 @@ class TorchvisionSource:
                 raise
             msg = not_found_message(self.name, looked_in, downloadable=not download)
             if download:
-                msg = f"downloading {self.name} failed ({err}); {msg}"
+                msg = f"downloading {self.name} failed ({' '.join(str(err).split())}); {msg}"
             raise DatasetNotFoundError(msg) from err
 
     def to_arrays(self, ds) -> ImageArrays:
