@@ -321,10 +321,9 @@ DESCRIPTION = ("deeptrain: the techniques of chapter 11 of Hands-On Machine Lear
 def main(args: Optional[list[str]] = None) -> Any:
     try:
         return build_cli(None if args is None else list(args)).result
-    except SIGTERMException as stop:  # Ctrl-C or SIGTERM, after InterruptCheckpoint saved
-        saved = getattr(stop, "checkpoint_path", None)
-        print(f"interrupted: {'saved ' + saved if saved else 'no checkpoint written'}; "
-              "resume with the same command and --ckpt_path last", file=sys.stderr)
+    except SIGTERMException as stop:  # Ctrl-C or SIGTERM; InterruptCheckpoint said where it saved
+        if getattr(stop, "checkpoint_path", None) is None:
+            print("interrupted: no checkpoint written", file=sys.stderr)
         sys.exit(128 + int(getattr(stop, "signum", 15)))
     except USER_ERRORS as err:
         if os.environ.get("DEEPTRAIN_DEBUG"):

@@ -135,7 +135,7 @@ class InterruptCheckpoint(Checkpoint):
         # read by deeptrain.cli.main to print where to resume from and pick the exit code
         exception.checkpoint_path = self.ckpt_path  # type: ignore[attr-defined]
         exception.signum = self.signum  # type: ignore[attr-defined]
-        rank_zero_info(f"Interrupted: saved {self.ckpt_path}; resume with --ckpt_path last")
+        rank_zero_info(f"interrupted: saved {self.ckpt_path}; resume with the same command and --ckpt_path last")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # a fit that ran to its end superseded the interrupted state (teardown is not called on exceptions)

@@ -13,6 +13,7 @@ come from the checkpoint. The saved checkpoint has ``weight`` entries only (no
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -25,9 +26,16 @@ from deeptrain.training.runs import resolve_best_checkpoint
 
 
 def quiet_trainer(**kwargs: Any) -> L.Trainer:
-    """A Trainer that writes nothing: no logger, no checkpoints, no progress bar."""
+    """A Trainer that writes and prints nothing: no logger, checkpoints, progress bar or device banner
+    (the command's own trainer printed it once already)."""
     defaults = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    return L.Trainer(**{**defaults, **kwargs})
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = rank_zero.level
+    rank_zero.setLevel(logging.WARNING)
+    try:
+        return L.Trainer(**{**defaults, **kwargs})
+    finally:
+        rank_zero.setLevel(level)
 
 
 def validation_scores(model: L.LightningModule, datamodule: L.LightningDataModule) -> dict[str, float]:
