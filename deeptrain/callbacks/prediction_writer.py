@@ -15,7 +15,8 @@ from lightning.pytorch.utilities import rank_zero_info
 class PredictionWriter(BasePredictionWriter):
     """Writes the predictions of ``trainer.predict`` to a CSV file and prints its path.
 
-    Columns: ``index`` (position in the predicted split), ``label`` (the true class id, when the
+    Columns: ``index`` (position in the predicted split), ``file`` (an image folder's file, under its
+    data_dir), ``label`` (the true class id, when the
     batches carry labels), ``predicted`` (argmax class id), ``predicted_name``, one ``p_<class>``
     per class (probabilities, summing to 1), and with MC dropout (``model.mc_samples > 0``) one
     ``std_<class>`` per class (the spread of the probabilities over the samples).
@@ -57,17 +58,20 @@ class PredictionWriter(BasePredictionWriter):
         table = torch.cat(self._rows)
         self._rows = []
         names = class_names(trainer, self._num_classes)
+        files = split_files(trainer, len(table))
         self.written = self._output_path(trainer)
         self.written.parent.mkdir(parents=True, exist_ok=True)
         with open(self.written, "w", newline="") as f:
             writer = csv.writer(f)
-            header = ["index"] + (["label"] if self._has_labels else []) + ["predicted", "predicted_name"]
+            header = ["index"] + (["file"] if files else []) + (["label"] if self._has_labels else [])
+            header += ["predicted", "predicted_name"]
             header += [f"p_{n}" for n in names] + ([f"std_{n}" for n in names] if self._has_std else [])
             writer.writerow(header)
             for i, row in enumerate(table.tolist()):
                 label, rest = (row[:1], row[1:]) if self._has_labels else ([], row)
                 predicted = int(rest[0])
-                writer.writerow([i, *map(int, label), predicted, names[predicted], *(f"{v:.6g}" for v in rest[1:])])
+                writer.writerow([i, *([files[i]] if files else []), *map(int, label), predicted, names[predicted],
+                                 *(f"{v:.6g}" for v in rest[1:])])
         rank_zero_info(f"Predictions of {len(table)} inputs written to {self.written}")
         print(f"wrote {self.written}")
 
@@ -81,3 +85,10 @@ def class_names(trainer: L.Trainer, num_classes: int) -> list[str]:
     """The datamodule's class names, or ``0..k-1`` where it has none."""
     names = list(getattr(trainer.datamodule, "class_names", None) or []) if trainer.datamodule is not None else []
     return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
+
+
+def split_files(trainer: L.Trainer, rows: int) -> Optional[list[str]]:
+    """The predicted split's file names (image folders), when they line up with the rows."""
+    split = getattr(trainer.datamodule, "split", None)
+    files = split("predict").files if callable(split) else None
+    return files if files is not None and len(files) == rows else None

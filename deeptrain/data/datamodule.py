@@ -218,7 +218,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def _select(self, arrays: ImageArrays, idx: Tensor) -> ImageArrays:
         labels = arrays.labels[idx]
-        return ImageArrays(arrays.images[idx], labels if self.classes is None else remap_labels(labels, self.classes))
+        files = [arrays.files[i] for i in idx.tolist()] if arrays.files is not None else None
+        return ImageArrays(arrays.images[idx], labels if self.classes is None else remap_labels(labels, self.classes),
+                           files)
 
     @property
     def has_test_split(self) -> bool:
@@ -260,7 +262,7 @@ class ImageDataModule(L.LightningDataModule):
             return arrays
         key = (id(arrays), device)  # test may be the val split: one copy
         if key not in self._on_device:
-            self._on_device[key] = ImageArrays(arrays.images.to(device), arrays.labels.to(device))
+            self._on_device[key] = ImageArrays(arrays.images.to(device), arrays.labels.to(device), arrays.files)
         return self._on_device[key]
 
     def _shard(self) -> dict[str, int]:

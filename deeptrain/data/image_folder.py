@@ -29,6 +29,7 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
+from .arrays import ImageArrays
 from .errors import DatasetNotFoundError, ImageDecodeError
 
 log = logging.getLogger(__name__)
@@ -142,8 +143,9 @@ def _cache_prefix(split_dir: Path) -> str:
 
 
 def load_split(split_dir: Path, classes: list[str], image_size: ImageSize = None,
-               cache_dir: Path | None = None, shape: tuple[int, int, int] | None = None) -> tuple[Tensor, Tensor]:
-    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64 of one split, from the cache if valid.
+               cache_dir: Path | None = None, shape: tuple[int, int, int] | None = None) -> ImageArrays:
+    """Images ``(N, C, H, W)`` uint8, labels ``(N,)`` int64 and file names (``<split>/<class>/<file>``)
+    of one split, from the cache if valid.
 
     ``shape`` forces (C, H, W) (the test split must match the training split);
     by default C and (H, W) come from the first image, or (H, W) from ``image_size``.
@@ -153,6 +155,7 @@ def load_split(split_dir: Path, classes: list[str], image_size: ImageSize = None
         channels, hw = read_header(split_dir / files[0])
         shape = (channels, *(as_hw(image_size) or hw))
     key = fingerprint(split_dir, files, [classes, shape, as_hw(image_size)])
+    names = [f"{split_dir.name}/{rel}" for rel in files]
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     prefix = _cache_prefix(split_dir)
     path = cache_dir / "image_folder" / f"{prefix}{key[:24]}.pt"
@@ -164,11 +167,11 @@ def load_split(split_dir: Path, classes: list[str], image_size: ImageSize = None
             cached = {}
         if cached.get("key") == key:
             log.info("loaded %d cached images of %s from %s", len(cached["labels"]), split_dir, path)
-            return cached["images"], cached["labels"]
+            return ImageArrays(cached["images"], cached["labels"], names)
     images = decode_all(split_dir, files, shape, resize=as_hw(image_size) is not None)
     labels_t = torch.tensor(labels, dtype=torch.int64)
     _save_atomic({"key": key, "images": images, "labels": labels_t}, path, prefix)
-    return images, labels_t
+    return ImageArrays(images, labels_t, names)
 
 
 def _save_atomic(obj: dict, path: Path, prefix: str) -> None:

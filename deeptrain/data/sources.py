@@ -22,28 +22,13 @@ from torch import Tensor
 from deeptrain.nn.registry import Registry
 
 from . import image_folder as folder
+from .arrays import ImageArrays
 from .errors import DatasetNotFoundError
 from .integrity import CorruptDataError, check_fashion_mnist, corrupt_cifar10_files
 
 ImageSize = Union[int, tuple[int, int], None]
 
 DATA_DIR_ENV = "DEEPTRAIN_DATA_DIR"
-
-
-@dataclass
-class ImageArrays:
-    images: Tensor  # (N, C, H, W) uint8
-    labels: Tensor  # (N,) int64
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
-        if self.labels.shape != (len(self.images),):
-            raise ValueError(f"labels must be ({len(self.images)},), got {tuple(self.labels.shape)}")
-        self.labels = self.labels.long()
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 @dataclass
@@ -220,8 +205,8 @@ class ImageFolderSource:
         test = None
         test_dir = Path(data_dir) / "test"
         if train_dir != Path(data_dir) and test_dir.is_dir():
-            test = folder.load_split(test_dir, classes, image_size, cache_dir, shape=tuple(train[0].shape[1:]))
-        return DatasetSplits(ImageArrays(*train), ImageArrays(*test) if test is not None else None, classes)
+            test = folder.load_split(test_dir, classes, image_size, cache_dir, shape=tuple(train.images.shape[1:]))
+        return DatasetSplits(train, test, classes)
 
 
 IMAGE_FOLDER = ImageFolderSource()
