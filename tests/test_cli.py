@@ -211,3 +211,18 @@ def test_the_overridden_lightningcli_internals_exist_as_assumed():
     setup = inspect.getsource(LightningCLI.setup_parser)
     assert "self._subcommand_method_arguments" in setup and "self._add_subcommands(" in setup
     assert "self._model_class" in inspect.getsource(LightningCLI.add_core_arguments_to_parser)
+
+
+def test_predict_in_bfloat16_agrees_with_float32(trained_run):
+    """The predict-time precision option is Lightning's ``--trainer.precision``: bf16-true casts the
+    weights and the normalization (uint8 pixels stay exact), and the CSV holds float32 numbers."""
+    config, root = trained_run
+    tables = {}
+    for precision in ("32-true", "bf16-true"):
+        path = root / f"p{precision}.csv"
+        main(["predict", "--config", str(config), "--trainer.precision", precision, "--predictions.path", str(path)])
+        rows = list(csv.DictReader(path.open()))
+        tables[precision] = np.array([[float(r[k]) for k in r if k.startswith("p_")] for r in rows])
+    full, half = tables["32-true"], tables["bf16-true"]
+    assert (full.argmax(1) == half.argmax(1)).mean() > 0.99
+    assert 0 < np.abs(full - half).max() < 0.05  # really computed in bfloat16, and close
