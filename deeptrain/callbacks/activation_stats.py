@@ -153,7 +153,7 @@ class ActivationStatistics(L.Callback):
         log_figure: also draw the profile against depth as a TensorBoard image.
         probe: a batch of inputs to use instead of the validation data's first examples.
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(callbacks=[ActivationStatistics(probe_size=512)])
     """
 

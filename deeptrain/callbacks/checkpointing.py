@@ -32,7 +32,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
         dirpath: folder of ``last.ckpt`` (default: Lightning's, ``<log_dir>/checkpoints``).
         every_n_train_steps: steps between saves; 0 saves at epoch ends only.
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(callbacks=[PeriodicCheckpoint(every_n_train_steps=200)])  # doctest: +SKIP
         >>> trainer.fit(model, datamodule=dm, ckpt_path="last")  # resumes where it stopped  # doctest: +SKIP
     """

@@ -34,7 +34,7 @@ class EarlyStopping(_LightningEarlyStopping):
         restore_best_weights: keep and restore the best weights (False: Lightning's behaviour).
         monitor, **kwargs: Lightning's ``EarlyStopping`` (``patience``, ``mode``, ``min_delta``, ...).
 
-    Example:
+    Examples:
         >>> early_stopping = EarlyStopping(monitor="val_loss", patience=20)
         >>> trainer = L.Trainer(callbacks=[early_stopping])  # doctest: +SKIP
         >>> trainer.fit(model, datamodule=dm)  # doctest: +SKIP

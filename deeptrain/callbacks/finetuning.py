@@ -53,7 +53,7 @@ class FreezeUnfreeze(BaseFinetuning):
     Raises:
         ValueError: if the model has no ``net`` MLP, or ``layers: reused`` finds nothing reused.
 
-    Example:
+    Examples:
         >>> callback = FreezeUnfreeze(unfreeze_at_epoch=4, lr_divisor=10)
         >>> trainer = L.Trainer(callbacks=[callback])  # doctest: +SKIP
 

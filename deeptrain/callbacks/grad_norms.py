@@ -78,7 +78,7 @@ class GradientNormLogger(L.Callback):
         update_ratio: log ``update_ratio/*`` (copies the weights on logging steps).
         histograms: log the per-layer histograms at epoch end.
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(callbacks=[GradientNormLogger(every_n_steps=50)], gradient_clip_val=1.0)
 
     In YAML (``trainer.callbacks``)::

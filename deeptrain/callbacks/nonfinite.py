@@ -65,7 +65,7 @@ class NonFiniteLossGuard(L.Callback):
         action: ``stop`` or ``skip``.
         max_skipped: with ``skip``, stop when more batches than this were skipped (None: never).
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(callbacks=[NonFiniteLossGuard("skip", max_skipped=100)])  # doctest: +SKIP
     """
 

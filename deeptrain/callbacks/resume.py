@@ -48,7 +48,7 @@ class ExactResume(L.Callback):
     - ``ReduceLROnPlateau`` (epoch interval): when Lightning is about to skip an epoch's plateau
       step because of the resume, this callback takes it, with the value of that epoch.
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(callbacks=[ExactResume()], deterministic=True)  # doctest: +SKIP
         >>> trainer.fit(model, datamodule=dm, ckpt_path="last")  # doctest: +SKIP
     """

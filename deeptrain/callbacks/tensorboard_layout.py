@@ -29,7 +29,7 @@ def tensorboard_writers(trainer: "L.Trainer") -> list[Any]:
 def add_multiline_charts(trainer: "L.Trainer", category: str, charts: dict[str, list[str]]) -> None:
     """Adds ``{chart title: [tag regex, ...]}`` to the Custom Scalars tab of every TensorBoard run.
 
-    Example:
+    Examples:
         >>> add_multiline_charts(trainer, "gradients", {"L2 norm per layer": [r"grad_norm/.*"]})
     """
     for writer in tensorboard_writers(trainer):

@@ -45,7 +45,7 @@ class BatchAugment(nn.Module):
         hflip: flip each image left-right with probability 1/2.
         crop_padding: pad by this many pixels, then crop back at a random offset (0: off).
 
-    Example:
+    Examples:
         >>> aug = BatchAugment(hflip=True, crop_padding=4)
         >>> aug(torch.zeros(8, 3, 32, 32, dtype=torch.uint8)).shape
         torch.Size([8, 3, 32, 32])

@@ -94,7 +94,7 @@ class ImageDataModule(L.LightningDataModule):
         pretext: replace labels with a self-supervised task's (``rotation``: each image rotated
             by k * 90 degrees, label k), in every split; see :mod:`deeptrain.data.pretext`.
 
-    Example:
+    Examples:
         >>> dm = ImageDataModule("fashion_mnist", data_dir="../shared/data", batch_size=64)
         >>> dm.input_shape, dm.num_classes
         ((1, 28, 28), 10)

@@ -51,7 +51,7 @@ class InMemoryLoader:
         drop_last: drop this rank's last batch when it is smaller than ``batch_size``.
         rank, world_size: this process's shard.
 
-    Example:
+    Examples:
         >>> loader = InMemoryLoader(torch.zeros(10, 1, 2, 2), torch.arange(10), batch_size=4, shuffle=True)
         >>> [len(y) for x, y in loader]
         [4, 4, 2]

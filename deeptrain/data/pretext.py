@@ -27,7 +27,7 @@ class RotationPretext:
     (seeded by ``seed_everything``); evaluation batches use ``k = position % 4``, so the
     validation score is deterministic and every rotation is equally frequent.
 
-    Example:
+    Examples:
         >>> x, y = RotationPretext()(torch.zeros(8, 1, 28, 28, dtype=torch.uint8), torch.zeros(8), train=False)
         >>> y.tolist()
         [0, 1, 2, 3, 0, 1, 2, 3]

@@ -6,7 +6,7 @@
 ``Linear + activation`` pair. ``get_activation`` accepts a name, a module class,
 a module instance or a plain callable, like timm's ``get_act_layer``.
 
-Example:
+Examples:
     >>> get_activation("leaky_relu", negative_slope=0.2)
     LeakyReLU(negative_slope=0.2)
     >>> SwiGLU(16, 8)(torch.randn(4, 16)).shape

@@ -115,7 +115,7 @@ def fuse_batchnorm(model: ModuleT) -> ModuleT:
         TypeError: ``model`` is neither an MLP nor has an MLP as ``.net``.
         ValueError: a BatchNorm has no running statistics or no Linear to fold into.
 
-    Example:
+    Examples:
         >>> net = MLP((3, 8, 8), 10, MLPConfig(depth=3, width=16, norm="batch", input_norm=True))
         >>> fused = fuse_batchnorm(net)
         >>> any(isinstance(m, nn.BatchNorm1d) for m in fused.modules())

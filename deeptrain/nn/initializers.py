@@ -10,7 +10,7 @@ semantics. Pass a ``torch.Generator`` to seed a draw without touching the global
 Fans follow torch's layout: a Linear weight has shape (out, in), so
 ``fan_in = in`` and ``fan_out = out`` (times the receptive field for convolutions).
 
-Example:
+Examples:
     >>> init_linear_(nn.Linear(300, 100), "he_normal")  # Keras HeNormal weight, zero bias
     Linear(in_features=300, out_features=100, bias=True)
     >>> init = get_initializer("variance_scaling", scale=2.0, mode="fan_avg")

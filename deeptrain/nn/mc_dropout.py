@@ -57,7 +57,7 @@ def has_dropout(model: nn.Module) -> bool:
 def mc_dropout_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Every dropout layer in train mode, every other module in eval mode; all flags restored on exit.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5)).train()
         >>> with mc_dropout_mode(net):
         ...     [m.training for m in net]
@@ -235,7 +235,7 @@ def mc_predict(model: nn.Module, x: torch.Tensor, samples: int = 100, chunk_size
     Raises:
         ValueError: if ``samples`` or ``chunk_size`` < 1, or the model has no active dropout layer.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 3))
         >>> mean, std = mc_predict(net, torch.randn(5, 8), samples=20, seed=0)
         >>> mean.shape, bool(torch.allclose(mean.sum(-1), torch.ones(5)))

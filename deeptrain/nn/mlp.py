@@ -175,7 +175,7 @@ def hidden_block(cfg: MLPConfig, in_features: int, out_features: int, dropout: b
 class MLP(nn.Module):
     """A deep multilayer perceptron for classification (logits out; softmax belongs to the loss).
 
-    Example:
+    Examples:
         >>> net = MLP((3, 32, 32), 10, MLPConfig(depth=20, width=100, activation="elu", kernel_init="he_normal"))
         >>> net(torch.randn(8, 3, 32, 32)).shape
         torch.Size([8, 10])

@@ -46,7 +46,7 @@ class LayerwiseAutoencoder(L.LightningModule):
         epochs_per_layer: epochs of each greedy stage.
         optimizer: a ``torch.optim`` optimizer as a callable of the parameters (default NAdam).
 
-    Example:
+    Examples:
         >>> ae = LayerwiseAutoencoder(MLPConfig(depth=3, width=16), input_shape=(1, 8, 8))
         >>> ae(torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)).shape  # codes of the top layer
         torch.Size([4, 16])

@@ -89,7 +89,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Remote paths (``s3://``, ...) keep Lightning's fsspec transaction. The CLI installs this
     plugin on every trainer whose strategy uses the plain ``TorchCheckpointIO``.
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(plugins=[AtomicCheckpointIO()])  # doctest: +SKIP
     """
 

@@ -38,7 +38,7 @@ def compile_step_(optimizer: torch.optim.Optimizer, tensor_lr: bool = True, **co
             when a schedule changes them, else each new value recompiles the update.
         compile_kwargs: passed to ``torch.compile``.
 
-    Example:
+    Examples:
         >>> w = torch.nn.Parameter(torch.ones(3))
         >>> opt = compile_step_(torch.optim.SGD([w], lr=0.1))
         >>> w.grad = torch.ones(3)

@@ -71,7 +71,7 @@ class Classifier(L.LightningModule):
             (see :mod:`deeptrain.training.transfer`; freeze them with
             :class:`~deeptrain.callbacks.finetuning.FreezeUnfreeze`).
 
-    Example:
+    Examples:
         >>> model = Classifier(MLPConfig(widths=[300, 100]), input_shape=(1, 28, 28), num_classes=10)
         >>> model(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)).shape
         torch.Size([4, 10])

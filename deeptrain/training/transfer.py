@@ -46,7 +46,7 @@ class InitFrom:
             so that loading such a checkpoint never copies the source again (the source
             file may be gone by then); leave it False.
 
-    Example:
+    Examples:
         >>> InitFrom("runs/A/model.ckpt", layers=2)
         InitFrom(checkpoint='runs/A/model.ckpt', layers=2, normalizer=True, applied=False)
     """

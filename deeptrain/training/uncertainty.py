@@ -107,7 +107,7 @@ class PredictiveEntropy(_SampleMean):
 def uncertainty_metrics(num_classes: int, n_bins: int = 15) -> MetricCollection:
     """``acc``, ``nll``, ``brier``, ``ece`` and ``entropy`` of probabilities, updated with ``(probs, target)``.
 
-    Example:
+    Examples:
         >>> metrics = uncertainty_metrics(3)
         >>> metrics.update(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]), torch.tensor([0, 1]))
         >>> {k: round(float(v), 3) for k, v in metrics.compute().items()}["brier"]
