@@ -27,6 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for variable, name in (("DEEPTRAIN_CACHE_DIR", "deeptrain"), ("MPLCONFIGDIR", "matplotlib"),
                            ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
         os.environ[variable] = str(caches / name)
+    os.environ.setdefault("MPLBACKEND", "Agg")  # no display needed
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # subprocesses
     sys.dont_write_bytecode = True
     config._deeptrain_before = snapshot(Path.cwd()), snapshot(user_cache())

@@ -32,6 +32,13 @@ def test_readme_is_short_and_ci_runs_its_commands():
     assert "mkdocs build --strict" in ci
 
 
+def test_readme_lists_every_command_of_the_cli():
+    from deeptrain.cli import COMMANDS, LIGHTNING_COMMANDS
+
+    listed = re.findall(r"^\| `deeptrain (\w+)", (ROOT / "README.md").read_text(), re.M)
+    assert sorted(listed) == sorted([*LIGHTNING_COMMANDS, *COMMANDS])
+
+
 def test_api_reference_has_every_module_of_every_subpackage():
     for sub in SUBPACKAGES:
         page = (ROOT / "docs" / "api" / f"{sub}.md").read_text()

@@ -38,7 +38,7 @@ def advice(trainer: L.Trainer, what: str) -> str:
     return (
         f"{what} at global step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
         f"{trainer.fit_loop.epoch_loop.batch_idx} of the epoch); training stopped and {kept}. Likely causes: "
-        "(1) the learning rate is too high: find a good one with `deeptrain lr-find --config <your config>` or "
+        "(1) the learning rate is too high: find a good one with `deeptrain lr_find --config <your config>` or "
         "lower --model.optimizer.init_args.lr; (2) exploding gradients: clip them with --trainer.gradient_clip_val 1.0 "
         "(or add batch norm, --model.net.norm batch); (3) NaN or inf in the inputs. "
         "To skip such batches instead: --nonfinite.action skip"

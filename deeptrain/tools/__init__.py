@@ -1,1 +1,1 @@
-"""Commands built on the library (``deeptrain <tool>``): diagnose, lr-find, schedules, ..."""
+"""Commands built on the library (``deeptrain <tool>``): diagnose, lr_find, schedules, ..."""

@@ -62,7 +62,7 @@ def test_stop_names_step_epoch_and_causes_and_keeps_the_last_good_checkpoint(tin
     with pytest.raises(NonFiniteLossError) as err:
         run(tmp_path, tiny_images, NonFiniteLossGuard("stop"), {11: float("nan")}, snapshots)
     message = str(err.value)
-    for part in ("non-finite training loss (nan)", "global step 11", "epoch 1", "batch 3", "lr-find",
+    for part in ("non-finite training loss (nan)", "global step 11", "epoch 1", "batch 3", "lr_find",
                  "gradient_clip_val", "last.ckpt", "--nonfinite.action skip"):
         assert part in message
     # the NaN step never reached the weights, and last.ckpt is the step-10 state
