@@ -42,6 +42,26 @@ def test_failed_download_is_a_dataset_not_found_error(tmp_path, monkeypatch):
         load_source("fashion_mnist", tmp_path, download=True)
 
 
+def test_the_datamodule_downloads_a_missing_dataset_by_default(tmp_path, monkeypatch):
+    """A user with internet runs the quickstart with no data: torchvision's (checksummed) download
+    fetches it into data_dir; offline the error is one line naming where it looked."""
+    from torchvision.datasets import FashionMNIST
+
+    from deeptrain.data.datamodule import ImageDataModule
+
+    calls = []
+
+    def offline(self):
+        calls.append(self.root)
+        raise URLError("Name or service not known\n(multi-line details)")
+
+    monkeypatch.setattr(FashionMNIST, "download", offline)
+    with pytest.raises(DatasetNotFoundError) as err:
+        ImageDataModule("fashion_mnist", data_dir=str(tmp_path)).prepare_data()
+    assert calls and calls[0] == str(tmp_path)
+    assert "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+
+
 def test_unknown_dataset_lists_the_choices():
     with pytest.raises(ValueError, match="cifar10, fashion_mnist, image_folder"):
         load_source("mnist", ".")
