@@ -12,6 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from deeptrain.callbacks.finetuning import FreezeUnfreeze
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier
+from deeptrain.training.schedules import ExponentialDecayLR, PiecewiseConstantLR, PowerLR
 from deeptrain.data.loader import InMemoryLoader
 
 
@@ -146,3 +147,40 @@ def test_the_optimizer_filter_goes_by_identity_not_by_value():
 def test_bad_arguments_name_the_value(kw, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         FreezeUnfreeze(**kw)
+
+
+class LrProbe(L.Callback):
+    """The learning rate of every param group at every optimizer step (after the schedule's update)."""
+
+    def __init__(self):
+        self.lrs: list[list[float]] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append([g["lr"] for g in optimizer.param_groups])
+
+
+SCHEDULES = {  # every scheduler the README documents, and torch's usual ones; (factory, interval)
+    "onecycle": (partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1), "step"),
+    "power": (partial(PowerLR, decay_steps=2), "step"),
+    "exponential_decay": (partial(ExponentialDecayLR, decay_steps=3), "step"),
+    "piecewise": (partial(PiecewiseConstantLR, boundaries=[3, 6], values=[0.1, 0.05, 0.01]), "step"),
+    # mode=max on a falling val_loss: the lr is cut at every epoch end; a per-group min_lr list
+    "plateau": (partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max", factor=0.5, patience=0,
+                        min_lr=[1e-6]), "epoch"),
+    "torch_exponential": (partial(torch.optim.lr_scheduler.ExponentialLR, gamma=0.9), "step"),
+    "torch_cosine": (partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=12), "step"),
+    "torch_step": (partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5), "epoch"),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_unfreezing_works_with_every_schedule_and_the_new_group_follows_it_at_lr_over_divisor(name, tmp_path):
+    factory, interval = SCHEDULES[name]
+    m = model(lr=0.1)
+    m.lr_scheduler, m.hparams.scheduler_interval = factory, interval
+    probe = LrProbe()
+    fit(m, [FreezeUnfreeze(unfreeze_at_epoch=1, lr_divisor=4), probe], tmp_path, epochs=3)  # 4 steps an epoch
+    assert [len(lrs) for lrs in probe.lrs] == [1] * 4 + [2] * 8
+    after = probe.lrs[4:]
+    assert len({first for first, _ in after}) > 1  # the schedule moves while both groups train
+    assert [second for _, second in after] == pytest.approx([first / 4 for first, _ in after], rel=1e-6)
