@@ -38,6 +38,16 @@ def needs_total_steps(factory: Any) -> bool:
     return param is not None and param.default is None
 
 
+def finite_total_steps(trainer: L.Trainer) -> int:
+    """The optimizer steps of the whole fit, for a schedule defined over it (1cycle)."""
+    steps = trainer.estimated_stepping_batches
+    if steps == float("inf"):
+        raise ValueError(f"OneCycleLR needs the length of the fit, but trainer.max_epochs = {trainer.max_epochs} "
+                         f"and trainer.max_steps = {trainer.max_steps} leave it unbounded; set trainer.max_epochs "
+                         "(or trainer.max_steps, or lr_scheduler.init_args.total_steps)")
+    return int(steps)
+
+
 class Classifier(L.LightningModule):
     """Trains an :class:`~deeptrain.nn.mlp.MLP` with cross-entropy.
 
@@ -245,7 +255,7 @@ class Classifier(L.LightningModule):
         if self.lr_scheduler is None:
             return optimizer
         if needs_total_steps(self.lr_scheduler):
-            scheduler = self.lr_scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+            scheduler = self.lr_scheduler(optimizer, total_steps=finite_total_steps(self.trainer))
         else:
             scheduler = self.lr_scheduler(optimizer)
         # 1cycle is defined per batch; stepping it per epoch silently stretches it (a common bug).

@@ -113,16 +113,20 @@ def test_bad_config_errors_name_value_and_choices(kwargs, match):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, condition",
     [
-        {"kernel_init": "he_normal"},
-        {"kernel_init": "lecun_normal", "norm": "batch"},
-        {"kernel_init": "lecun_normal", "dropout": 0.2, "dropout_kind": "standard"},
+        ({"kernel_init": "he_normal"}, "kernel_init is 'he_normal', not LeCun (lecun_normal or lecun_uniform)"),
+        ({"kernel_init": "lecun_normal", "norm": "batch"}, "the network uses normalization layers"),
+        ({"kernel_init": "lecun_normal", "input_norm": True}, "the network uses normalization layers"),
+        ({"kernel_init": "lecun_normal", "dropout": 0.2, "dropout_kind": "standard"},
+         "it uses standard dropout (use dropout_kind: alpha)"),
     ],
 )
-def test_selu_warns_when_self_normalization_is_broken(kwargs):
-    with pytest.warns(UserWarning, match="self-normalize"):
+def test_selu_warns_when_self_normalization_is_broken_and_says_which_condition(kwargs, condition):
+    with pytest.warns(UserWarning) as record:
         make(activation="selu", **kwargs)
+    messages = [str(w.message) for w in record if "self-normalize" in str(w.message)]
+    assert messages == [f"SELU network will not self-normalize: {condition}. Inputs must also be standardized."]
 
 
 def test_selu_with_lecun_and_alpha_dropout_is_quiet(recwarn):

@@ -66,12 +66,19 @@ def test_normalization_statistics_come_from_the_data_and_travel_with_the_checkpo
     torch.testing.assert_close(loaded.eval()(x), m.eval()(x))
 
 
-def test_penalty_is_added_to_the_loss_and_logged(tmp_path):
-    m = model(l2=0.1)
-    t = trainer(tmp_path)
-    t.fit(m, datamodule=TinyData())
-    assert "train_penalty" in t.callback_metrics
-    assert t.callback_metrics["train_penalty"] > 0
+@pytest.mark.parametrize("penalty", [{"l2": 0.1}, {"l1": 0.01}])
+def test_penalty_is_added_to_the_loss_and_logged(tmp_path, penalty):
+    data, m = TinyData(), model(optimizer=partial(torch.optim.SGD, lr=0.0), **penalty)
+    m.normalizer.set_stats(*data.input_stats())
+    weights = [m.net.hidden_linears()[0].weight, m.net.hidden_linears()[1].weight, m.net.head.weight]
+    expected_penalty = (penalty.get("l1", 0.0) * sum(w.abs().sum() for w in weights)
+                        + penalty.get("l2", 0.0) * sum(w.square().sum() for w in weights)).item()
+    x, y = data.x[:16], data.y[:16]  # the first batch (no shuffling)
+    cross_entropy = torch.nn.functional.cross_entropy(m(x), y).item()
+    t = trainer(tmp_path, max_steps=1, log_every_n_steps=1)
+    t.fit(m, datamodule=data)
+    assert t.callback_metrics["train_penalty"].item() == pytest.approx(expected_penalty, rel=1e-5)
+    assert t.callback_metrics["train_loss_step"].item() == pytest.approx(cross_entropy + expected_penalty, rel=1e-5)
 
 
 def test_lr_override_sets_every_param_group(tmp_path):
@@ -94,6 +101,12 @@ def test_onecycle_steps_per_batch_with_total_steps_from_the_trainer(tmp_path):
     assert scheduler.interval == "step"
     assert scheduler.scheduler.total_steps == 12
     assert scheduler.scheduler.last_epoch == 12  # stepped once per batch
+
+
+def test_onecycle_without_a_bounded_fit_is_a_clean_error(tmp_path):
+    m = model(lr_scheduler=partial(OneCycleLR, max_lr=0.1, total_steps=None))
+    with pytest.raises(ValueError, match=r"trainer.max_epochs = -1 and trainer.max_steps = -1 .* set trainer.max_epochs"):
+        trainer(tmp_path, max_epochs=-1).fit(m, datamodule=TinyData())
 
 
 def test_custom_schedule_steps_per_epoch(tmp_path):
