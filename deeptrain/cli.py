@@ -31,7 +31,8 @@ from deeptrain.callbacks.early_stopping import EarlyStopping  # restores the bes
 from deeptrain.callbacks.nonfinite import NonFiniteLossGuard
 from deeptrain.callbacks.resume import ExactResume
 from deeptrain.data.datamodule import ImageDataModule
-from deeptrain.training.checkpoint_io import UNREADABLE, AtomicCheckpointIO, as_corrupt_checkpoint_error
+from deeptrain.training.checkpoint_io import (UNREADABLE, AtomicCheckpointIO, as_corrupt_checkpoint_error,
+                                             storage_error_message)
 from deeptrain.training.module import Classifier
 
 LOGGER_DEFAULT = {
@@ -199,6 +200,11 @@ def main(args: Optional[list[str]] = None) -> None:
         if os.environ.get("DEEPTRAIN_DEBUG"):
             raise
         print(f"error: {user_message(err)}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # a full or read-only disk: one line naming the path (other OSErrors keep their traceback)
+        if (message := storage_error_message(err)) is None or os.environ.get("DEEPTRAIN_DEBUG"):
+            raise
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -181,7 +181,12 @@ def load_split(split_dir: Path, classes: list[str], image_size: ImageSize = None
             return cached["images"], cached["labels"]
     images = decode_all(split_dir, files, shape, resize=as_hw(image_size) is not None)
     labels_t = torch.tensor(labels, dtype=torch.int64)
-    _save_atomic({"key": key, "images": images, "labels": labels_t}, path, prefix)
+    try:
+        _save_atomic({"key": key, "images": images, "labels": labels_t}, path, prefix)
+    except (OSError, RuntimeError) as err:  # torch.save to a full disk raises RuntimeError("file write failed")
+        warnings.warn(f"could not cache the decoded images in {path} ({err}); training goes on, and the next "
+                      f"run decodes them again (free space there or set {CACHE_DIR_ENV} to a writable folder)",
+                      stacklevel=2)
     return images, labels_t
 
 

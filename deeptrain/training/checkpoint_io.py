@@ -14,6 +14,7 @@ a reader sees the old file or the new one, never a part.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 from pathlib import Path
@@ -47,6 +48,8 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full or read-only disk: name the file we meant to write, not the temporary
+        raise type(err)(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
@@ -178,3 +181,38 @@ def check_checkpoint_fits(model: torch.nn.Module, checkpoint: dict[str, Any], so
         f"checkpoint {source or ''} does not fit this model: {shown}.{hint} Use the options it was trained with "
         "(its config.yaml in the log folder), or Classifier.load_from_checkpoint(path), which rebuilds its model."
     )
+
+
+# errno of a write that the disk refused: why, and what the user can do about it
+STORAGE_ERRORS = {
+    errno.ENOSPC: "free some space there",
+    errno.EDQUOT: "free some space there (the disk quota is exceeded)",
+    errno.EROFS: "remount it writable",
+    errno.EACCES: "give this user write access",
+    errno.EPERM: "give this user write access",
+}
+
+
+def storage_error(err: Optional[BaseException]) -> Optional[OSError]:
+    """The ``OSError`` in ``err``'s chain (itself, its cause or context) saying that the disk refused
+    a write (full, over quota, read-only, no permission), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in STORAGE_ERRORS:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def storage_error_message(err: BaseException) -> Optional[str]:
+    """One line for a log, checkpoint or cache write that a full or read-only disk refused: the path,
+    the reason, the fix; None for any other error. Files written before are left as they were
+    (checkpoints are replaced atomically), so a fit resumes from its last checkpoint."""
+    found = storage_error(err)
+    if found is None:
+        return None
+    target = f" {found.filename}" if found.filename else " (a log or checkpoint file)"
+    return (f"cannot write{target}: {found.strerror or os.strerror(found.errno)}; {STORAGE_ERRORS[found.errno]}, "
+            "or write elsewhere with --trainer.default_root_dir DIR (logs and checkpoints; DEEPTRAIN_CACHE_DIR for "
+            "data caches); the checkpoints already written are intact (resume a fit with --ckpt_path last)")
