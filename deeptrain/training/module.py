@@ -20,6 +20,7 @@ from deeptrain.nn.normalization import InputNormalizer
 from deeptrain.training.checkpoint_io import check_checkpoint_fits
 from deeptrain.training.compile import compile_step_
 from deeptrain.training.penalties import linear_weights, weight_penalty
+from deeptrain.training.tensorboard import declare_hparams, purge_replayed_steps
 from deeptrain.training.transfer import InitFrom, apply_init_from, mark_applied, reused_layers
 
 INTERVALS = ("epoch", "step")
@@ -267,8 +268,18 @@ class Classifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         # Declare the HParams-view metrics once; their values are logged at each validation end.
-        if isinstance(self.logger, TensorBoardLogger):
-            self.logger.log_hyperparams(self.hparams, {name: float("nan") for name in HP_METRICS})
+        for logger in self._tensorboard_loggers():
+            declare_hparams(logger, self.hparams, HP_METRICS)
+
+    def on_train_start(self) -> None:
+        if self.trainer.global_step > 0:  # resumed: steps from here on were maybe logged before the kill
+            for logger in self._tensorboard_loggers():
+                purge_replayed_steps(logger, self.trainer.global_step)
+
+    def _tensorboard_loggers(self) -> list[TensorBoardLogger]:
+        if not self.trainer.is_global_zero:  # other ranks write no event files
+            return []
+        return [logger for logger in self.trainer.loggers if isinstance(logger, TensorBoardLogger)]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best_val_loss"] = self._best_val_loss  # the hp/ metrics continue after a resume
