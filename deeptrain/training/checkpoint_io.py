@@ -18,21 +18,26 @@ import errno
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
+from fsspec.utils import get_protocol
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
-from lightning.fabric.utilities.types import _PATH
 
 TMP_MARK = ".tmp-"
+PathLike = Union[str, Path]  # as Lightning's own _PATH
+
+
+def is_local_path(path: PathLike) -> bool:
+    """A path on this machine's file system, not ``s3://...`` and the like (fsspec's protocol ``file``)."""
+    return get_protocol(str(path)) == "file"
 
 
 class CorruptCheckpointError(ValueError):
     """A checkpoint file exists but cannot be read (truncated, overwritten, not a checkpoint)."""
 
 
-def atomic_torch_save(obj: Any, path: _PATH) -> None:
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save(obj, path)`` so that ``path`` is never seen partly written.
 
     Writes ``.<name>.tmp-<pid>`` beside ``path``, fsyncs it, renames it onto ``path`` and
@@ -96,12 +101,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         >>> trainer = L.Trainer(plugins=[AtomicCheckpointIO()])  # doctest: +SKIP
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None or not is_local_path(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_torch_save(checkpoint, path)
 
-    def load_checkpoint(self, path: _PATH, map_location: Optional[Callable] = lambda storage, loc: storage,
+    def load_checkpoint(self, path: PathLike, map_location: Optional[Callable] = lambda storage, loc: storage,
                         weights_only: Optional[bool] = None) -> dict[str, Any]:
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
@@ -115,12 +120,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 UNREADABLE = (RuntimeError, EOFError, OSError, pickle.UnpicklingError)
 
 
-def as_corrupt_checkpoint_error(path: _PATH, err: BaseException) -> BaseException:
+def as_corrupt_checkpoint_error(path: PathLike, err: BaseException) -> BaseException:
     """``err`` from ``torch.load(path)`` as a :class:`CorruptCheckpointError` naming the file, when it
     means the file is damaged (not when it is missing, remote, or refused by ``weights_only``)."""
     first_line = (str(err).splitlines() or [""])[0]
     if (isinstance(err, FileNotFoundError) or "Weights only load failed" in first_line
-            or not _is_local_file_protocol(path) or not os.path.isfile(path)):
+            or not is_local_path(path) or not os.path.isfile(path)):
         return err
     return CorruptCheckpointError(
         f"checkpoint {path} cannot be read ({type(err).__name__}: {first_line}); it is truncated or not a "

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy
 
+from deeptrain._lightning import attached_trainer, drop_hparams
 from deeptrain.nn.mc_dropout import mc_predict
 from deeptrain.nn.mlp import MLP, MLPConfig
 from deeptrain.nn.normalization import InputNormalizer
@@ -112,9 +113,8 @@ class Classifier(L.LightningModule):
         init_from = InitFrom.coerce(init_from).to_dict() if init_from is not None else None
         input_shape = [int(s) for s in input_shape]
         self.save_hyperparameters()
-        for key in ("optimizer", "lr_scheduler"):  # Python callables cannot go into a checkpoint; CLI dicts can
-            if callable(self.hparams.get(key)):
-                del self.hparams[key], self._hparams_initial[key]
+        # Python callables cannot go into a checkpoint; CLI dicts can
+        drop_hparams(self, [key for key in ("optimizer", "lr_scheduler") if callable(self.hparams.get(key))])
         if scheduler_interval not in INTERVALS:
             raise ValueError(f"scheduler_interval = {scheduler_interval!r} is not valid; valid choices: {', '.join(INTERVALS)}")
         for key, value in (("l1", l1), ("l2", l2)):
@@ -176,7 +176,7 @@ class Classifier(L.LightningModule):
         self._accumulate_loss(loss.detach(), len(y))
         if self._is_logging_step():  # every trainer.log_every_n_steps steps
             # Lightning reads a progress-bar value on the host after every later step: only with a bar.
-            with_bar = self._trainer is not None and self.trainer.progress_bar_callback is not None
+            with_bar = getattr(attached_trainer(self), "progress_bar_callback", None) is not None
             self.log("train_loss_step", loss, prog_bar=with_bar)
         return loss
 
@@ -187,11 +187,13 @@ class Classifier(L.LightningModule):
         self._epoch_count += count
 
     def _is_logging_step(self) -> bool:
-        trainer = self._trainer
+        """Whether Lightning writes this step's logged values (its ``should_update_logs``, from public
+        state: ``global_step`` counts the optimizer steps taken before this one)."""
+        trainer = attached_trainer(self)
         if trainer is None or trainer.fast_dev_run:
             return True
-        connector = getattr(trainer, "_logger_connector", None)  # Lightning's own test for "log this step"
-        return connector is None or connector.should_update_logs
+        every = trainer.log_every_n_steps
+        return every > 0 and ((trainer.global_step + 1) % every == 0 or trainer.should_stop)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_loss_sum, self._epoch_count = None, 0
@@ -233,9 +235,10 @@ class Classifier(L.LightningModule):
 
     # ---- setup, optimizers, logging -----------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if not (self._trainer and self.trainer.ckpt_path):  # a checkpoint about to load brings its own weights
+        trainer = attached_trainer(self)
+        if not (trainer and trainer.ckpt_path):  # a checkpoint about to load brings its own weights
             apply_init_from(self)  # copies init_from's layers, once (before the normalizer check below)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None:
             return
         check_data_fits(self, datamodule)
@@ -285,7 +288,7 @@ class Classifier(L.LightningModule):
         checkpoint["best_val_loss"] = self._best_val_loss  # the hp/ metrics continue after a resume
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        source = getattr(self._trainer, "ckpt_path", None) if self._trainer else None
+        source = getattr(attached_trainer(self), "ckpt_path", None)
         check_checkpoint_fits(self, checkpoint, source, hparams=self.hparams)  # a clear error, not torch's traceback
         self._best_val_loss = float(checkpoint.get("best_val_loss", self._best_val_loss))
         mark_applied(self.hparams)  # these weights already hold any reused layers: never copy over them

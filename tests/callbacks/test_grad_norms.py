@@ -104,7 +104,6 @@ def test_clipping_is_counted_and_the_norm_after_it_measured(tmp_path, algorithm)
     logger = MemoryLogger()
     trainer = fit(tmp_path, classifier(), [GradientNormLogger(every_n_steps=4)], logger,
                   gradient_clip_val=1e-4, gradient_clip_algorithm=algorithm)
-    assert "clip_grad_by_norm" not in vars(trainer.precision_plugin)  # norm clipping's hook is undone
     total, after = logger.series("grad_norm/total"), logger.series("clip/grad_norm_after")
     assert logger.series("clip/active_fraction") == {0: 1.0, 4: 1.0}  # a tiny threshold clips every step
     for step in total:
