@@ -25,6 +25,7 @@ def test_every_config_parses_and_builds(config, tmp_path, monkeypatch):
     assert tuple(cli.model.net.input_shape) == tuple(cli.datamodule.input_shape)
 
 
+@pytest.mark.slow
 def test_print_config_round_trips(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs/cifar10/baseline.yaml"), "--print_config"],
@@ -35,6 +36,7 @@ def test_print_config_round_trips(tmp_path):
     assert printed["model"]["optimizer"]["class_path"] == "torch.optim.NAdam"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CIFAR_JPEG.exists(), reason=f"no CIFAR-10 image folder at {CIFAR_JPEG}")
 def test_fast_dev_run_cifar10_baseline_on_the_image_folder(tmp_path):
     cmd = [
@@ -45,6 +47,7 @@ def test_fast_dev_run_cifar10_baseline_on_the_image_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_unknown_activation_is_a_clean_cli_error(tmp_path):
     cmd = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(ROOT / "configs/fashion_mnist/mlp.yaml"),
            "--model.net.activation", "relux", "--trainer.fast_dev_run=true"]

@@ -13,22 +13,7 @@ from deeptrain.callbacks.finetuning import FreezeUnfreeze
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier
 from deeptrain.training.schedules import ExponentialDecayLR, PiecewiseConstantLR, PowerLR
-from deeptrain.data.loader import InMemoryLoader
-
-
-class TinyData(L.LightningDataModule):
-    input_shape, num_classes = (1, 4, 4), 2
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, 256, (64, 1, 4, 4), dtype=torch.uint8, generator=g)
-        self.y = (self.x.flatten(1)[:, 0] >= 128).long()
-
-    def train_dataloader(self):
-        return InMemoryLoader(self.x, self.y, 16)
-
-    val_dataloader = train_dataloader
+from tiny_data import TinyData
 
 
 class ModeProbe(L.Callback):
@@ -59,7 +44,7 @@ def fit(m, callbacks, tmp_path, epochs=2, ckpt_path=None, **kw):
                         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks), **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(m, datamodule=TinyData(), ckpt_path=ckpt_path)
+        trainer.fit(m, datamodule=TinyData(n=64, num_classes=2, batch_size=16), ckpt_path=ckpt_path)
     return trainer, probe
 
 
