@@ -45,6 +45,8 @@ def test_fast_dev_run_cifar10_baseline_on_the_image_folder(tmp_path):
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "`Trainer.fit` stopped: `max_steps=1` reached." in proc.stderr  # one training step ...
+    assert "val_acc=" in proc.stdout  # ... and one validation batch, on the decoded folder
 
 
 @pytest.mark.slow
