@@ -126,3 +126,19 @@ def test_selu_warns_without_standardized_inputs(tmp_path):
     m = Classifier(MLPConfig(depth=1, width=4, activation="selu", kernel_init="lecun_normal"), input_shape=(1, 4, 4), num_classes=3)
     with pytest.warns(UserWarning, match="standardized"):
         trainer(tmp_path, max_steps=1).fit(m, datamodule=data)
+
+
+def test_the_epoch_train_loss_is_the_example_weighted_mean_of_the_step_losses(tmp_path):
+    losses = []
+
+    class StepLosses(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append((float(outputs["loss"]), len(batch[1])))
+
+    t = trainer(tmp_path, max_epochs=2, callbacks=[StepLosses()])
+    t.fit(model(), datamodule=TinyData(batch_size=40))  # batches of 40, 40 and 16
+    last_epoch = losses[3:]
+    assert [count for _, count in last_epoch] == [40, 40, 16]
+    mean = sum(loss * count for loss, count in last_epoch) / 96
+    assert t.callback_metrics["train_loss"].item() == pytest.approx(mean, rel=1e-6)
+    assert t.callback_metrics["train_loss_epoch"].item() == pytest.approx(mean, rel=1e-6)
