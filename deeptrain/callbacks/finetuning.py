@@ -30,6 +30,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
+from deeptrain._lightning import attached_trainer
+
 
 class FreezeUnfreeze(BaseFinetuning):
     """Freeze the reused layers of a :class:`~deeptrain.training.module.Classifier`, then
@@ -117,7 +119,7 @@ class FreezeUnfreeze(BaseFinetuning):
         params = self.filter_on_optimizer(optimizer, self.filter_params(modules, train_bn=self.train_bn))
         if params:
             add_group_like_first(optimizer, params, self.lr_divisor)
-            extend_schedulers(pl_module.trainer, optimizer, self.lr_divisor)
+            extend_schedulers(attached_trainer(pl_module), optimizer, self.lr_divisor)
         bns = {f"{name}.{sub}".rstrip("."): m for name, module in zip(names, modules)
                for sub, m in module.named_modules() if isinstance(m, _BatchNorm)}
         for bn in bns.values():

@@ -169,3 +169,34 @@ def test_unfreezing_works_with_every_schedule_and_the_new_group_follows_it_at_lr
     after = probe.lrs[4:]
     assert len({first for first, _ in after}) > 1  # the schedule moves while both groups train
     assert [second for _, second in after] == pytest.approx([first / 4 for first, _ in after], rel=1e-6)
+
+
+class CrashAt(L.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise RuntimeError("killed")
+
+
+@pytest.mark.parametrize("name", ["onecycle", "power"])
+def test_a_resume_after_unfreezing_continues_the_schedule_of_both_groups(name, tmp_path):
+    from deeptrain.callbacks.checkpointing import PeriodicCheckpoint
+
+    factory, interval = SCHEDULES[name]
+
+    def run(root, callbacks, ckpt_path=None):
+        m = model(lr=0.1)
+        m.lr_scheduler, m.hparams.scheduler_interval = factory, interval
+        probe = LrProbe()
+        checkpoint = PeriodicCheckpoint(root / "ckpt", every_n_train_steps=2)
+        fit(m, [FreezeUnfreeze(unfreeze_at_epoch=1, lr_divisor=4), checkpoint, probe, *callbacks], root,
+            epochs=3, ckpt_path=ckpt_path)
+        return probe.lrs
+
+    reference = run(tmp_path / "a", [])
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path / "b", [CrashAt(9)])  # the last checkpoint: step 8, two groups
+    resumed = run(tmp_path / "b", [], ckpt_path=str(tmp_path / "b" / "ckpt" / "last.ckpt"))
+    torch.testing.assert_close(torch.tensor(resumed), torch.tensor(reference[8:]), rtol=1e-12, atol=0)
