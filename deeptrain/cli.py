@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -41,7 +41,8 @@ from deeptrain.callbacks.nonfinite import NonFiniteLossGuard
 from deeptrain.callbacks.prediction_writer import PredictionWriter
 from deeptrain.callbacks.resume import ExactResume
 from deeptrain.data.datamodule import ImageDataModule
-from deeptrain.training.checkpoint_io import UNREADABLE, AtomicCheckpointIO, as_corrupt_checkpoint_error
+from deeptrain.training.checkpoint_io import (UNREADABLE, AtomicCheckpointIO, as_corrupt_checkpoint_error,
+                                             storage_error_message)
 from deeptrain.training.module import Classifier
 from deeptrain.training.runs import FRESH_WEIGHTS, log_into_run_of, resolve_best_checkpoint, resolve_last_checkpoint
 
@@ -329,6 +330,11 @@ def main(args: Optional[list[str]] = None) -> Any:
         if os.environ.get("DEEPTRAIN_DEBUG"):
             raise
         print(f"error: {user_message(err)}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # a full or read-only disk: one line naming the path (other OSErrors keep their traceback)
+        if (message := storage_error_message(err)) is None or os.environ.get("DEEPTRAIN_DEBUG"):
+            raise
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import lightning as L
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from deeptrain._lightning import request_graceful_stop, save_last_checkpoint
+
+PathLike = Union[str, Path]  # as Lightning's own _PATH
 
 
 class PeriodicCheckpoint(ModelCheckpoint):
@@ -37,7 +41,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
         >>> trainer.fit(model, datamodule=dm, ckpt_path="last")  # resumes where it stopped  # doctest: +SKIP
     """
 
-    def __init__(self, dirpath: Optional[_PATH] = None, every_n_train_steps: int = 500):
+    def __init__(self, dirpath: Optional[PathLike] = None, every_n_train_steps: int = 500):
         if not isinstance(every_n_train_steps, int) or every_n_train_steps < 0:
             raise ValueError(f"last_checkpoint.every_n_train_steps must be an int >= 0 (0: epoch ends only), "
                              f"got {every_n_train_steps!r}")
@@ -52,8 +56,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Checkpoint callbacks run after EarlyStopping here, so its counters are up to date.
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        save_last_checkpoint(self, trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass  # the epoch-end save follows; mid-epoch validations add nothing to resume from
@@ -82,11 +85,11 @@ class InterruptCheckpoint(Checkpoint):
         catch_sigint: make the first Ctrl-C a graceful stop.
     """
 
-    def __init__(self, dirpath: Optional[_PATH] = None, filename: str = "last-interrupted", catch_sigint: bool = True):
+    def __init__(self, dirpath: Optional[PathLike] = None, filename: str = "last-interrupted", catch_sigint: bool = True):
         if not filename.startswith("last"):
             raise ValueError(f"interrupt.filename must start with 'last' (so that --ckpt_path last finds it), got {filename!r}")
         self._dirpath, self.filename = dirpath, filename
-        self.dirpath: Optional[_PATH] = dirpath  # resolved when training starts
+        self.dirpath: Optional[PathLike] = dirpath  # resolved when training starts
         self.catch_sigint = catch_sigint
         self._trainer: Optional[L.Trainer] = None
         self._previous_sigint: Any = None
@@ -112,7 +115,7 @@ class InterruptCheckpoint(Checkpoint):
         if trainer is None or trainer.received_sigterm:
             raise KeyboardInterrupt  # second Ctrl-C: stop now
         rank_zero_info("\nCtrl-C: stopping after this batch and saving a checkpoint (Ctrl-C again stops at once)")
-        trainer._signal_connector.received_sigterm = True  # the loops stop at the next batch boundary
+        request_graceful_stop(trainer)  # the loops stop at the next batch boundary
         self.signum = signal.SIGINT
 
     def _restore_sigint(self) -> None:

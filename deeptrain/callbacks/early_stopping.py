@@ -47,9 +47,18 @@ class EarlyStopping(_LightningEarlyStopping):
         self.best_epoch: Optional[int] = None
         self._best_state: Optional[dict[str, torch.Tensor]] = None
 
-    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+    # Lightning checks in one of these two hooks (which one: check_on_train_epoch_end)
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         previous = self.best_score
-        super()._run_early_stopping_check(trainer)
+        super().on_validation_end(trainer, pl_module)
+        self._keep_if_improved(trainer, previous)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        previous = self.best_score
+        super().on_train_epoch_end(trainer, pl_module)
+        self._keep_if_improved(trainer, previous)
+
+    def _keep_if_improved(self, trainer: L.Trainer, previous: torch.Tensor) -> None:
         # Lightning rebinds best_score exactly when the metric improves (by min_delta)
         if self.best_score is not previous:
             self.best_epoch = trainer.current_epoch

@@ -30,6 +30,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
+from deeptrain._lightning import attached_trainer
+
 
 class FreezeUnfreeze(BaseFinetuning):
     """Freeze the reused layers of a :class:`~deeptrain.training.module.Classifier`, then
@@ -58,9 +60,11 @@ class FreezeUnfreeze(BaseFinetuning):
         >>> trainer = L.Trainer(callbacks=[callback])  # doctest: +SKIP
 
     Note:
-        An LR scheduler built in ``configure_optimizers`` does not know the group added at
-        unfreezing (``LambdaLR`` and its kin leave it alone; ``ReduceLROnPlateau`` fails);
-        use this callback with a constant learning rate or a scheduler that reads the groups anew.
+        The unfrozen group follows the first group's LR schedule divided by ``lr_divisor``:
+        at unfreezing, every scheduler of the optimizer (torch's, ``OneCycleLR`` and
+        ``ReduceLROnPlateau`` included, and :mod:`deeptrain.training.schedules`) gets the
+        per-group state it keeps (``base_lrs``, ``min_lrs``, ``max_lr``, momenta) for the new
+        group, taken from the first group's (see :func:`extend_schedulers`).
     """
 
     def __init__(self, unfreeze_at_epoch: Optional[int] = 4, layers: Union[int, Literal["reused"]] = "reused",
@@ -114,7 +118,8 @@ class FreezeUnfreeze(BaseFinetuning):
         # its parameters are in the optimizer, so nothing is added twice.
         params = self.filter_on_optimizer(optimizer, self.filter_params(modules, train_bn=self.train_bn))
         if params:
-            optimizer.add_param_group({"params": params, "lr": optimizer.param_groups[0]["lr"] / self.lr_divisor})
+            add_group_like_first(optimizer, params, self.lr_divisor)
+            extend_schedulers(attached_trainer(pl_module), optimizer, self.lr_divisor)
         bns = {f"{name}.{sub}".rstrip("."): m for name, module in zip(names, modules)
                for sub, m in module.named_modules() if isinstance(m, _BatchNorm)}
         for bn in bns.values():
@@ -151,3 +156,34 @@ class FreezeUnfreeze(BaseFinetuning):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         self.hold_frozen_bn_in_eval(pl_module)  # a few attribute writes per batch
+
+
+# Per-group values that torch's schedulers keep in the optimizer's param groups (OneCycleLR:
+# all of them; every LRScheduler: initial_lr) and in lists on the scheduler, one entry per group.
+GROUP_LR_KEYS = ("initial_lr", "max_lr", "min_lr")
+GROUP_MOMENTUM_KEYS = ("base_momentum", "max_momentum")
+SCHEDULER_LR_LISTS = ("base_lrs", "min_lrs", "max_lrs")  # LRScheduler, ReduceLROnPlateau, CyclicLR
+SCHEDULER_MOMENTUM_LISTS = ("base_momentums", "max_momentums")  # CyclicLR
+
+
+def add_group_like_first(optimizer: Optimizer, params: list, lr_divisor: float) -> None:
+    """Add ``params`` as a group whose learning rates (now and the schedule's) are the first group's / ``lr_divisor``."""
+    first = optimizer.param_groups[0]
+    group = {"params": params, "lr": first["lr"] / lr_divisor}
+    group.update({key: first[key] / lr_divisor for key in GROUP_LR_KEYS if key in first})
+    group.update({key: first[key] for key in GROUP_MOMENTUM_KEYS if key in first})
+    optimizer.add_param_group(group)
+
+
+def extend_schedulers(trainer: Optional[L.Trainer], optimizer: Optimizer, lr_divisor: float) -> None:
+    """Give every scheduler of ``optimizer`` the per-group state of the group just added: its first
+    group's, learning rates divided by ``lr_divisor`` (without it, ``PowerLR`` and its kin fail on a
+    zip of unequal lengths and ``OneCycleLR`` on a missing ``max_lr``)."""
+    configs = trainer.lr_scheduler_configs if trainer is not None else []
+    for scheduler in (c.scheduler for c in configs if c.scheduler.optimizer is optimizer):
+        count = len(optimizer.param_groups)
+        for names, scale in ((SCHEDULER_LR_LISTS, 1.0 / lr_divisor), (SCHEDULER_MOMENTUM_LISTS, 1.0)):
+            for name in names:
+                values = getattr(scheduler, name, None)
+                if isinstance(values, list) and len(values) == count - 1:
+                    values.append(values[0] * scale)

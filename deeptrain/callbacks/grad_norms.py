@@ -8,11 +8,10 @@ that is too large as ``||update|| / ||weight||`` far above ~1e-3 (too small: far
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.plugins.precision import Precision
 from torch import Tensor, nn
 
 from deeptrain.callbacks.tensorboard_layout import add_histograms, add_multiline_charts, log_scalars
@@ -62,16 +61,17 @@ class GradientNormLogger(L.Callback):
       (the step includes the optimizer and any max-norm constraint);
     - with ``trainer.gradient_clip_val`` set: ``clip/active_fraction``, the fraction of the
       optimizer steps since the last log where clipping changed the gradient (counted on
-      every step, on the device, without waiting for it; clipping by norm hands over the norm
-      it computes), and ``clip/grad_norm_after``, the total norm of the gradient the optimizer
-      actually used.
+      every step, on the device, without waiting for it, from the total norm computed here
+      before Lightning clips), and ``clip/grad_norm_after``, the total norm of the gradient
+      the optimizer actually used.
 
     At each training epoch end, with a TensorBoard logger: histograms ``grad_hist/<layer>``
     (the gradient of the epoch's last logging step, before clipping) and ``weight_hist/<layer>``.
     In TensorBoard's Custom Scalars tab all layers share one chart per quantity.
 
-    Steps that do not log cost one modulo (plus, with clipping, one norm on the device); a
-    logging step waits for the device once.
+    Steps that do not log cost one modulo (plus, with clipping, one total norm on the device,
+    which ``clip_grad_norm_`` then computes again: Lightning keeps the norm it clips with to
+    itself); a logging step waits for the device once.
 
     Args:
         every_n_steps: log every this many optimizer steps (the first step is logged).
@@ -99,7 +99,6 @@ class GradientNormLogger(L.Callback):
         self._clip_algorithm = "norm"
         self._clip_count: Optional[Tensor] = None
         self._clip_steps = 0
-        self._unhook_clipping: Optional[Callable[[], None]] = None
         self._pending_step: Optional[int] = None  # a logging step whose update is still to measure
         self._weights_before: list[Tensor] = []
         self._grad_snapshot: list[tuple[str, Tensor]] = []
@@ -113,8 +112,6 @@ class GradientNormLogger(L.Callback):
         self._clip_algorithm = str(getattr(algorithm, "value", algorithm) or "norm")
         self._clip_count = torch.zeros((), device=pl_module.device)
         self._clip_steps = 0
-        by_norm = self._clip_val > 0 and self._clip_algorithm == "norm"
-        self._unhook_clipping = self._share_clip_norm(trainer) if by_norm else None
         charts = {
             "L2 norm of each layer's weight gradient, before clipping (and the total)": [r"^grad_norm/"],
             "update ratio ||dW|| / ||W|| per layer": [r"^update_ratio/"],
@@ -129,7 +126,7 @@ class GradientNormLogger(L.Callback):
     # -- every optimizer step -------------------------------------------------------------
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         step = trainer.global_step
-        if self._clip_val > 0 and self._unhook_clipping is None:
+        if self._clip_val > 0:
             self._count_clipping()
         if not self._is_logging_step(step):
             return
@@ -147,32 +144,6 @@ class GradientNormLogger(L.Callback):
         if self.update_ratio or self._clip_val > 0:
             self._weights_before = [p.detach().clone() for _, p in self._layers] if self.update_ratio else []
             self._pending_step = step
-
-    def _share_clip_norm(self, trainer: L.Trainer) -> Optional[Callable[[], None]]:
-        """Count norm clipping with the total norm Lightning's clipping computes anyway.
-
-        ``Precision.clip_grad_by_norm`` calls ``clip_grad_norm_`` and drops the norm it returns;
-        computing it a second time on every step would cost about half as much as the clipping
-        itself. So the plugin instance gets the same method, keeping the norm. Plugins with
-        their own clipping (FSDP, DeepSpeed) are left alone: the callback then computes the norm.
-        Returns the function that undoes this (called at teardown), or None.
-        """
-        plugin = getattr(trainer, "precision_plugin", None)
-        if plugin is None or type(plugin).clip_grad_by_norm is not Precision.clip_grad_by_norm:
-            return None
-
-        def clip_grad_by_norm(optimizer: Any, clip_val: float) -> None:
-            norm = torch.nn.utils.clip_grad_norm_(plugin.main_params(optimizer), clip_val)
-            self._clip_count += norm + 1e-6 > clip_val  # clip_grad_norm_ scales by clip / (norm + 1e-6)
-            self._clip_steps += 1
-
-        plugin.clip_grad_by_norm = clip_grad_by_norm
-        return lambda: vars(plugin).pop("clip_grad_by_norm", None)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if getattr(self, "_unhook_clipping", None) is not None:
-            self._unhook_clipping()
-            self._unhook_clipping = None
 
     @torch.no_grad()
     def _count_clipping(self) -> None:

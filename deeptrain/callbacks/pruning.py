@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelPruning
+from lightning.pytorch.utilities import rank_zero_info
 from torch.nn.utils import prune
 
 from deeptrain.nn.sparsity import SCOPES, prunable_weights, sparsity_report
@@ -50,7 +51,8 @@ class MagnitudePruning(ModelPruning):
         scope: ``global`` (one magnitude threshold over all layers; big layers lose more)
             or ``layer`` (every layer at the same sparsity).
         include_head: prune the output layer too.
-        verbose: 0, 1 (log overall sparsity) or 2 (per layer), as ``ModelPruning``.
+        verbose: 0, 1 (log overall sparsity) or 2 (per layer), as ``ModelPruning``; with
+            ``scope: layer``, 1 and 2 log the overall sparsity.
 
     Note:
         Best-epoch selection (``EarlyStopping`` / ``ModelCheckpoint`` on ``val_loss``) may
@@ -88,7 +90,7 @@ class MagnitudePruning(ModelPruning):
             verbose=verbose,
         )
         self.sparsity, self.start_epoch, self.pruning_epochs = sparsity, start_epoch, pruning_epochs
-        self.scope, self.include_head = scope, include_head
+        self.scope, self.include_head, self.verbose = scope, include_head, verbose
         self._layers: list[tuple[str, Any]] = []
         self._pending: list[int] = []
 
@@ -96,8 +98,11 @@ class MagnitudePruning(ModelPruning):
         self._layers = prunable_weights(pl_module, include_head=self.include_head)
         if not self._layers:
             raise ValueError(f"MagnitudePruning: {type(pl_module).__name__} has no Linear or Conv layer to prune")
-        self._parameters_to_prune = [(m, "weight") for _, m in self._layers]
         super().setup(trainer, pl_module, stage)
+
+    def filter_parameters_to_prune(self, parameters_to_prune: Any = ()) -> list[tuple[Any, str]]:
+        """The layers' weights only (ModelPruning's hook for choosing what to prune)."""
+        return [(m, "weight") for _, m in self._layers]
 
     def _shortfall(self, epoch: int) -> list[int]:
         """Per layer, how many more weights the scheduled sparsity asks to mask (layer scope)."""
@@ -113,14 +118,20 @@ class MagnitudePruning(ModelPruning):
         total = sum(effective_numel(m) for _, m in self._layers)
         return max(0, round(target * total) - sum(_masked(m) for _, m in self._layers))
 
-    def _apply_local_pruning(self, amount: float) -> None:
-        # torch would mask the same count in every layer; each layer needs its own
+    def apply_pruning(self, amount: float) -> None:
+        if self.scope == "global":
+            return super().apply_pruning(amount)
+        # ModelPruning would mask the same count in every layer; each layer needs its own
         for (_, module), count in zip(self._layers, self._pending):
             prune.l1_unstructured(module, name="weight", amount=count)
+        if self.verbose:
+            rank_zero_info(f"MagnitudePruning: sparsity {sparsity_report(self._layers)[1].sparsity:.2%}")
 
     # Prune before the epoch trains, not after it validated (see the class docstring).
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._run_pruning(pl_module.current_epoch)
+        amount = self._amount(pl_module.current_epoch)
+        if amount:
+            self.apply_pruning(amount)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _, total = sparsity_report(self._layers)

@@ -32,6 +32,13 @@ def _plateau_configs(trainer: L.Trainer) -> list[Any]:
     return [c for c in trainer.lr_scheduler_configs if c.reduce_on_plateau and c.interval == "epoch"]
 
 
+def _epoch_done(trainer: L.Trainer) -> bool:
+    """The training epoch ran its last batch (what ``FitLoop.on_advance_end`` tests before stepping
+    epoch schedulers), from the loop's public progress counters."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return progress.current.ready == trainer.num_training_batches or progress.is_last_batch
+
+
 class ExactResume(L.Callback):
     """Saves the RNG states and the metrics in each checkpoint; on resume restores both and takes
     the plateau step that Lightning skips.
@@ -95,7 +102,7 @@ class ExactResume(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loop = trainer.fit_loop
-        if loop.restarting and loop.epoch_loop._num_ready_batches_reached():  # Lightning will skip this step
+        if loop.restarting and _epoch_done(trainer):  # Lightning will skip this step
             self._step_plateau(trainer, epoch=trainer.current_epoch)
 
     @staticmethod

@@ -150,6 +150,10 @@ class ImageDataModule(L.LightningDataModule):
         self.pretext = PRETEXTS.get(pretext)() if pretext is not None else None
         if self.pretext is not None:
             self.pretext.check_shape(self.input_shape)
+        elif self.num_classes < 2:  # else torchmetrics fails later, naming no folder
+            raise ValueError(f"{self.dataset} in {self.data_dir} has {self.num_classes} class folder "
+                             f"{self.class_names}; a classifier needs at least 2: put each class's images in its "
+                             "own folder, <data_dir>/train/<class>/<image> (a pretext task needs only one)")
 
     # -- what the model needs before setup ---------------------------------------------
     @property

@@ -9,3 +9,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class ImageDecodeError(ValueError):
     """An image file could not be decoded, or its size does not fit the others."""
+
+
+class ImageFolderError(ValueError):
+    """An image folder's layout does not make a classification dataset (e.g. an empty class folder)."""

@@ -30,7 +30,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from .arrays import ImageArrays
-from .errors import DatasetNotFoundError, ImageDecodeError
+from .errors import DatasetNotFoundError, ImageDecodeError, ImageFolderError
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,27 @@ def find_classes(root: Path, strict: bool = True) -> list[str]:
     return names
 
 
-def _class_images(class_dir: Path) -> list[str]:
-    """Image paths under ``class_dir`` (recursively, hidden folders skipped), unsorted."""
-    found = []
+def check_class_folders(root: Path, classes: list[str]) -> None:
+    """Every class folder of a training split holds at least one image (stops at the first one found):
+    an empty one would be a class the model predicts but never sees."""
+    empty = [name for name in classes if next(_iter_images(root / name), None) is None]
+    if empty:
+        raise ImageFolderError(
+            f"class folder(s) {', '.join(str(root / name) for name in empty)} hold no images "
+            f"({', '.join(IMAGE_EXTENSIONS)}); every class folder of {root.resolve()} needs images: "
+            "add some, or remove the folder to drop the class")
+
+
+def _iter_images(class_dir: Path):
+    """Image paths under ``class_dir`` (recursively, hidden folders skipped), lazily, unsorted."""
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return found
+        yield from (os.path.join(dirpath, f) for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def _class_images(class_dir: Path) -> list[str]:
+    """Image paths under ``class_dir`` (recursively, hidden folders skipped), unsorted."""
+    return list(_iter_images(class_dir))
 
 
 def list_images(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -170,7 +184,12 @@ def load_split(split_dir: Path, classes: list[str], image_size: ImageSize = None
             return ImageArrays(cached["images"], cached["labels"], names)
     images = decode_all(split_dir, files, shape, resize=as_hw(image_size) is not None)
     labels_t = torch.tensor(labels, dtype=torch.int64)
-    _save_atomic({"key": key, "images": images, "labels": labels_t}, path, prefix)
+    try:
+        _save_atomic({"key": key, "images": images, "labels": labels_t}, path, prefix)
+    except (OSError, RuntimeError) as err:  # torch.save to a full disk raises RuntimeError("file write failed")
+        warnings.warn(f"could not cache the decoded images in {path} ({err}); training goes on, and the next "
+                      f"run decodes them again (free space there or set {CACHE_DIR_ENV} to a writable folder)",
+                      stacklevel=2)
     return ImageArrays(images, labels_t, names)
 
 

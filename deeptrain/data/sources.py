@@ -187,6 +187,7 @@ class ImageFolderSource:
     def info(self, data_dir: Path, image_size: ImageSize = None) -> SourceInfo:
         root = self._train_root(data_dir)
         classes = folder.find_classes(root)
+        folder.check_class_folders(root, classes)
         return SourceInfo(folder.peek_shape(root, classes, image_size), classes)
 
     def download(self, data_dir: Path) -> None:
@@ -201,6 +202,7 @@ class ImageFolderSource:
              cache_dir: Path | None = None) -> DatasetSplits:
         train_dir = self._train_root(data_dir)
         classes = folder.find_classes(train_dir)
+        folder.check_class_folders(train_dir, classes)
         train = folder.load_split(train_dir, classes, image_size, cache_dir)
         test = None
         test_dir = Path(data_dir) / "test"

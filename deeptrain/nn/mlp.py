@@ -21,6 +21,7 @@ from torch import nn
 
 from deeptrain.nn.activations import GATED_LAYERS, get_activation, is_gated
 from deeptrain.nn.initializers import init_linear_
+from deeptrain.nn.sparsity import effective_weight, is_pruned
 
 NORMS = ("none", "batch", "layer")
 POSITIONS = ("before", "after")
@@ -221,12 +222,20 @@ class MLP(nn.Module):
 
     @torch.no_grad()
     def apply_max_norm_(self) -> None:
-        """Rescale each hidden unit's incoming weights to an L2 norm <= max_norm (Keras' MaxNorm)."""
+        """Rescale each hidden unit's incoming weights to an L2 norm <= max_norm (Keras' MaxNorm).
+
+        A pruned layer (``torch.nn.utils.prune``) computes ``weight = weight_orig * weight_mask``
+        before each forward pass; its trained parameter is ``weight_orig``, so that is rescaled,
+        by the norm of the effective (masked) row.
+        """
         if self.config.max_norm is None:
             return
         for linear in self.hidden_linears():
             # weight is (out, in): row i holds the incoming weights of unit i.
-            torch.renorm(linear.weight, p=2, dim=0, maxnorm=self.config.max_norm, out=linear.weight)
+            if is_pruned(linear):
+                linear.weight_orig.mul_(max_norm_scale(effective_weight(linear), self.config.max_norm))
+            else:
+                torch.renorm(linear.weight, p=2, dim=0, maxnorm=self.config.max_norm, out=linear.weight)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.input_norm(self.flatten(x)))  # (B, width)
@@ -252,3 +261,10 @@ def warn_if_not_self_normalizing(cfg: MLPConfig) -> list[str]:
             stacklevel=3,
         )
     return problems
+
+
+def max_norm_scale(weight: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Per-row factor (out, 1) that brings each row's L2 norm to at most ``max_norm``:
+    ``min(1, max_norm / (||w_i|| + 1e-7))``, as ``torch.renorm`` computes it."""
+    norms = torch.linalg.vector_norm(weight, dim=1, keepdim=True)
+    return torch.where(norms > max_norm, max_norm / (norms + 1e-7), torch.ones_like(norms))

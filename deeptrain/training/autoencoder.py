@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
+from deeptrain._lightning import attached_trainer
 from deeptrain.nn.mlp import MLP, MLPConfig
 from deeptrain.nn.normalization import InputNormalizer
 
@@ -114,7 +115,7 @@ class LayerwiseAutoencoder(L.LightningModule):
             self.trainer.should_stop = True  # every layer had its stage
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "input_stats") and not bool(self.normalizer.fitted):
             self.normalizer.set_stats(*datamodule.input_stats())
 

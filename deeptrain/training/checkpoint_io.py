@@ -14,24 +14,30 @@ a reader sees the old file or the new one, never a part.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
+from fsspec.utils import get_protocol
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
-from lightning.fabric.utilities.types import _PATH
 
 TMP_MARK = ".tmp-"
+PathLike = Union[str, Path]  # as Lightning's own _PATH
+
+
+def is_local_path(path: PathLike) -> bool:
+    """A path on this machine's file system, not ``s3://...`` and the like (fsspec's protocol ``file``)."""
+    return get_protocol(str(path)) == "file"
 
 
 class CorruptCheckpointError(ValueError):
     """A checkpoint file exists but cannot be read (truncated, overwritten, not a checkpoint)."""
 
 
-def atomic_torch_save(obj: Any, path: _PATH) -> None:
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save(obj, path)`` so that ``path`` is never seen partly written.
 
     Writes ``.<name>.tmp-<pid>`` beside ``path``, fsyncs it, renames it onto ``path`` and
@@ -47,6 +53,8 @@ def atomic_torch_save(obj: Any, path: _PATH) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full or read-only disk: name the file we meant to write, not the temporary
+        raise type(err)(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
@@ -93,12 +101,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         >>> trainer = L.Trainer(plugins=[AtomicCheckpointIO()])  # doctest: +SKIP
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None or not is_local_path(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_torch_save(checkpoint, path)
 
-    def load_checkpoint(self, path: _PATH, map_location: Optional[Callable] = lambda storage, loc: storage,
+    def load_checkpoint(self, path: PathLike, map_location: Optional[Callable] = lambda storage, loc: storage,
                         weights_only: Optional[bool] = None) -> dict[str, Any]:
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
@@ -112,12 +120,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 UNREADABLE = (RuntimeError, EOFError, OSError, pickle.UnpicklingError)
 
 
-def as_corrupt_checkpoint_error(path: _PATH, err: BaseException) -> BaseException:
+def as_corrupt_checkpoint_error(path: PathLike, err: BaseException) -> BaseException:
     """``err`` from ``torch.load(path)`` as a :class:`CorruptCheckpointError` naming the file, when it
     means the file is damaged (not when it is missing, remote, or refused by ``weights_only``)."""
     first_line = (str(err).splitlines() or [""])[0]
     if (isinstance(err, FileNotFoundError) or "Weights only load failed" in first_line
-            or not _is_local_file_protocol(path) or not os.path.isfile(path)):
+            or not is_local_path(path) or not os.path.isfile(path)):
         return err
     return CorruptCheckpointError(
         f"checkpoint {path} cannot be read ({type(err).__name__}: {first_line}); it is truncated or not a "
@@ -178,3 +186,38 @@ def check_checkpoint_fits(model: torch.nn.Module, checkpoint: dict[str, Any], so
         f"checkpoint {source or ''} does not fit this model: {shown}.{hint} Use the options it was trained with "
         "(its config.yaml in the log folder), or Classifier.load_from_checkpoint(path), which rebuilds its model."
     )
+
+
+# errno of a write that the disk refused: why, and what the user can do about it
+STORAGE_ERRORS = {
+    errno.ENOSPC: "free some space there",
+    errno.EDQUOT: "free some space there (the disk quota is exceeded)",
+    errno.EROFS: "remount it writable",
+    errno.EACCES: "give this user write access",
+    errno.EPERM: "give this user write access",
+}
+
+
+def storage_error(err: Optional[BaseException]) -> Optional[OSError]:
+    """The ``OSError`` in ``err``'s chain (itself, its cause or context) saying that the disk refused
+    a write (full, over quota, read-only, no permission), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in STORAGE_ERRORS:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def storage_error_message(err: BaseException) -> Optional[str]:
+    """One line for a log, checkpoint or cache write that a full or read-only disk refused: the path,
+    the reason, the fix; None for any other error. Files written before are left as they were
+    (checkpoints are replaced atomically), so a fit resumes from its last checkpoint."""
+    found = storage_error(err)
+    if found is None:
+        return None
+    target = f" {found.filename}" if found.filename else " (a log or checkpoint file)"
+    return (f"cannot write{target}: {found.strerror or os.strerror(found.errno)}; {STORAGE_ERRORS[found.errno]}, "
+            "or write elsewhere with --trainer.default_root_dir DIR (logs and checkpoints; DEEPTRAIN_CACHE_DIR for "
+            "data caches); the checkpoints already written are intact (resume a fit with --ckpt_path last)")

@@ -14,12 +14,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy
 
+from deeptrain._lightning import attached_trainer, drop_hparams
 from deeptrain.nn.mc_dropout import mc_predict
 from deeptrain.nn.mlp import MLP, MLPConfig
 from deeptrain.nn.normalization import InputNormalizer
 from deeptrain.training.checkpoint_io import check_checkpoint_fits
 from deeptrain.training.compile import compile_step_
 from deeptrain.training.penalties import linear_weights, weight_penalty
+from deeptrain.training.tensorboard import declare_hparams, purge_replayed_steps
 from deeptrain.training.transfer import InitFrom, apply_init_from, mark_applied, reused_layers
 
 INTERVALS = ("epoch", "step")
@@ -36,6 +38,16 @@ def needs_total_steps(factory: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return param is not None and param.default is None
+
+
+def finite_total_steps(trainer: L.Trainer) -> int:
+    """The optimizer steps of the whole fit, for a schedule defined over it (1cycle)."""
+    steps = trainer.estimated_stepping_batches
+    if steps == float("inf"):
+        raise ValueError(f"OneCycleLR needs the length of the fit, but trainer.max_epochs = {trainer.max_epochs} "
+                         f"and trainer.max_steps = {trainer.max_steps} leave it unbounded; set trainer.max_epochs "
+                         "(or trainer.max_steps, or lr_scheduler.init_args.total_steps)")
+    return int(steps)
 
 
 class Classifier(L.LightningModule):
@@ -101,9 +113,8 @@ class Classifier(L.LightningModule):
         init_from = InitFrom.coerce(init_from).to_dict() if init_from is not None else None
         input_shape = [int(s) for s in input_shape]
         self.save_hyperparameters()
-        for key in ("optimizer", "lr_scheduler"):  # Python callables cannot go into a checkpoint; CLI dicts can
-            if callable(self.hparams.get(key)):
-                del self.hparams[key], self._hparams_initial[key]
+        # Python callables cannot go into a checkpoint; CLI dicts can
+        drop_hparams(self, [key for key in ("optimizer", "lr_scheduler") if callable(self.hparams.get(key))])
         if scheduler_interval not in INTERVALS:
             raise ValueError(f"scheduler_interval = {scheduler_interval!r} is not valid; valid choices: {', '.join(INTERVALS)}")
         for key, value in (("l1", l1), ("l2", l2)):
@@ -165,7 +176,7 @@ class Classifier(L.LightningModule):
         self._accumulate_loss(loss.detach(), len(y))
         if self._is_logging_step():  # every trainer.log_every_n_steps steps
             # Lightning reads a progress-bar value on the host after every later step: only with a bar.
-            with_bar = self._trainer is not None and self.trainer.progress_bar_callback is not None
+            with_bar = getattr(attached_trainer(self), "progress_bar_callback", None) is not None
             self.log("train_loss_step", loss, prog_bar=with_bar)
         return loss
 
@@ -176,11 +187,13 @@ class Classifier(L.LightningModule):
         self._epoch_count += count
 
     def _is_logging_step(self) -> bool:
-        trainer = self._trainer
+        """Whether Lightning writes this step's logged values (its ``should_update_logs``, from public
+        state: ``global_step`` counts the optimizer steps taken before this one)."""
+        trainer = attached_trainer(self)
         if trainer is None or trainer.fast_dev_run:
             return True
-        connector = getattr(trainer, "_logger_connector", None)  # Lightning's own test for "log this step"
-        return connector is None or connector.should_update_logs
+        every = trainer.log_every_n_steps
+        return every > 0 and ((trainer.global_step + 1) % every == 0 or trainer.should_stop)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_loss_sum, self._epoch_count = None, 0
@@ -222,9 +235,10 @@ class Classifier(L.LightningModule):
 
     # ---- setup, optimizers, logging -----------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if not (self._trainer and self.trainer.ckpt_path):  # a checkpoint about to load brings its own weights
+        trainer = attached_trainer(self)
+        if not (trainer and trainer.ckpt_path):  # a checkpoint about to load brings its own weights
             apply_init_from(self)  # copies init_from's layers, once (before the normalizer check below)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None:
             return
         check_data_fits(self, datamodule)
@@ -245,7 +259,7 @@ class Classifier(L.LightningModule):
         if self.lr_scheduler is None:
             return optimizer
         if needs_total_steps(self.lr_scheduler):
-            scheduler = self.lr_scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+            scheduler = self.lr_scheduler(optimizer, total_steps=finite_total_steps(self.trainer))
         else:
             scheduler = self.lr_scheduler(optimizer)
         # 1cycle is defined per batch; stepping it per epoch silently stretches it (a common bug).
@@ -257,14 +271,24 @@ class Classifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         # Declare the HParams-view metrics once; their values are logged at each validation end.
-        if isinstance(self.logger, TensorBoardLogger):
-            self.logger.log_hyperparams(self.hparams, {name: float("nan") for name in HP_METRICS})
+        for logger in self._tensorboard_loggers():
+            declare_hparams(logger, self.hparams, HP_METRICS)
+
+    def on_train_start(self) -> None:
+        if self.trainer.global_step > 0:  # resumed: steps from here on were maybe logged before the kill
+            for logger in self._tensorboard_loggers():
+                purge_replayed_steps(logger, self.trainer.global_step)
+
+    def _tensorboard_loggers(self) -> list[TensorBoardLogger]:
+        if not self.trainer.is_global_zero:  # other ranks write no event files
+            return []
+        return [logger for logger in self.trainer.loggers if isinstance(logger, TensorBoardLogger)]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best_val_loss"] = self._best_val_loss  # the hp/ metrics continue after a resume
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        source = getattr(self._trainer, "ckpt_path", None) if self._trainer else None
+        source = getattr(attached_trainer(self), "ckpt_path", None)
         check_checkpoint_fits(self, checkpoint, source, hparams=self.hparams)  # a clear error, not torch's traceback
         self._best_val_loss = float(checkpoint.get("best_val_loss", self._best_val_loss))
         mark_applied(self.hparams)  # these weights already hold any reused layers: never copy over them

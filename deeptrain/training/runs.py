@@ -11,6 +11,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from deeptrain._lightning import logger_version_is_set, set_logger_version
+
 FRESH_WEIGHTS = "none"  # --ckpt_path none: evaluate or predict with freshly initialized weights, on purpose
 
 
@@ -41,7 +43,7 @@ def resolve_last_checkpoint(trainer: Trainer) -> Optional[str]:
     """
     logger = trainer.logger
     fixed_dir = any(getattr(cb, "dirpath", None) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint))
-    if logger is None or fixed_dir or getattr(logger, "_version", "set") is not None:
+    if logger is None or fixed_dir or logger_version_is_set(logger):
         return None
     root = Path(logger.save_dir or trainer.default_root_dir) / str(logger.name or "")
     found = [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file()]
@@ -49,8 +51,7 @@ def resolve_last_checkpoint(trainer: Trainer) -> Optional[str]:
         rank_zero_warn(f"--ckpt_path last: no last*.ckpt under {root}/*/checkpoints; training starts from scratch")
         return None
     newest = max(found, key=lambda p: p.stat().st_mtime)
-    version = newest.parent.parent.name
-    logger._version = int(version[len("version_"):]) if version.startswith("version_") and version[8:].isdigit() else version
+    set_logger_version(logger, newest.parent.parent.name)
     rank_zero_info(f"Resuming from {newest}; logging continues in {newest.parent.parent}")
     return str(newest)
 

@@ -64,8 +64,9 @@ class PiecewiseConstantLR(LRScheduler):
     """Piecewise constant scheduling (Keras' ``PiecewiseConstantDecay``).
 
     ``lr(t) = values[0]`` for ``t <= boundaries[0]``, ``values[1]`` for ``boundaries[0] < t <= boundaries[1]``, ...,
-    ``values[-1]`` after the last boundary. The values are absolute learning rates and override
-    the optimizer's lr.
+    ``values[-1]`` after the last boundary. The values are absolute learning rates of the first
+    param group and override the optimizer's lr; any other group keeps its ratio to the first
+    (``values[i] * lr0_g / lr0_0``), e.g. a group added at ``lr / 10`` when layers are unfrozen.
 
     Args:
         optimizer: wrapped optimizer.
@@ -89,4 +90,5 @@ class PiecewiseConstantLR(LRScheduler):
         return self.values[bisect.bisect_left(self.boundaries, t)]
 
     def get_lr(self) -> list[float]:
-        return [self.value_at(self.last_epoch) for _ in self.base_lrs]
+        first = self.base_lrs[0]
+        return [self.value_at(self.last_epoch) * (base / first if first else 1.0) for base in self.base_lrs]

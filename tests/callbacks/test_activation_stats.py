@@ -16,22 +16,14 @@ from deeptrain.callbacks.activation_stats import (
 from deeptrain.nn.mlp import MLP, MLPConfig
 from deeptrain.training.module import Classifier
 from deeptrain.data.loader import InMemoryLoader
+from tiny_data import TinyData
 
 
-class ProbeData(L.LightningDataModule):
-    input_shape, num_classes = (1, 4, 4), 3
+class ProbeData(TinyData):
+    """48 images with random labels; validation serves them reversed, in batches of 10."""
 
     def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(1)
-        self.x = torch.randint(0, 256, (48, 1, 4, 4), dtype=torch.uint8, generator=g)
-        self.y = torch.randint(0, 3, (48,), generator=g)
-
-    def input_stats(self):
-        return self.x.float().mean(0), self.x.float().std(0)
-
-    def train_dataloader(self):
-        return InMemoryLoader(self.x, self.y, 8)
+        super().__init__(n=48, batch_size=8, seed=1, labels="random")
 
     def val_dataloader(self):
         return InMemoryLoader(self.x.flip(0), self.y.flip(0), 10)

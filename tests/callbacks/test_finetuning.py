@@ -12,22 +12,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from deeptrain.callbacks.finetuning import FreezeUnfreeze
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier
-from deeptrain.data.loader import InMemoryLoader
-
-
-class TinyData(L.LightningDataModule):
-    input_shape, num_classes = (1, 4, 4), 2
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, 256, (64, 1, 4, 4), dtype=torch.uint8, generator=g)
-        self.y = (self.x.flatten(1)[:, 0] >= 128).long()
-
-    def train_dataloader(self):
-        return InMemoryLoader(self.x, self.y, 16)
-
-    val_dataloader = train_dataloader
+from deeptrain.training.schedules import ExponentialDecayLR, PiecewiseConstantLR, PowerLR
+from tiny_data import TinyData
 
 
 class ModeProbe(L.Callback):
@@ -58,7 +44,7 @@ def fit(m, callbacks, tmp_path, epochs=2, ckpt_path=None, **kw):
                         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks), **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(m, datamodule=TinyData(), ckpt_path=ckpt_path)
+        trainer.fit(m, datamodule=TinyData(n=64, num_classes=2, batch_size=16), ckpt_path=ckpt_path)
     return trainer, probe
 
 
@@ -146,3 +132,71 @@ def test_the_optimizer_filter_goes_by_identity_not_by_value():
 def test_bad_arguments_name_the_value(kw, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         FreezeUnfreeze(**kw)
+
+
+class LrProbe(L.Callback):
+    """The learning rate of every param group at every optimizer step (after the schedule's update)."""
+
+    def __init__(self):
+        self.lrs: list[list[float]] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append([g["lr"] for g in optimizer.param_groups])
+
+
+SCHEDULES = {  # every scheduler the README documents, and torch's usual ones; (factory, interval)
+    "onecycle": (partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1), "step"),
+    "power": (partial(PowerLR, decay_steps=2), "step"),
+    "exponential_decay": (partial(ExponentialDecayLR, decay_steps=3), "step"),
+    "piecewise": (partial(PiecewiseConstantLR, boundaries=[3, 6], values=[0.1, 0.05, 0.01]), "step"),
+    # mode=max on a falling val_loss: the lr is cut at every epoch end; a per-group min_lr list
+    "plateau": (partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="max", factor=0.5, patience=0,
+                        min_lr=[1e-6]), "epoch"),
+    "torch_exponential": (partial(torch.optim.lr_scheduler.ExponentialLR, gamma=0.9), "step"),
+    "torch_cosine": (partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=12), "step"),
+    "torch_step": (partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5), "epoch"),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_unfreezing_works_with_every_schedule_and_the_new_group_follows_it_at_lr_over_divisor(name, tmp_path):
+    factory, interval = SCHEDULES[name]
+    m = model(lr=0.1)
+    m.lr_scheduler, m.hparams.scheduler_interval = factory, interval
+    probe = LrProbe()
+    fit(m, [FreezeUnfreeze(unfreeze_at_epoch=1, lr_divisor=4), probe], tmp_path, epochs=3)  # 4 steps an epoch
+    assert [len(lrs) for lrs in probe.lrs] == [1] * 4 + [2] * 8
+    after = probe.lrs[4:]
+    assert len({first for first, _ in after}) > 1  # the schedule moves while both groups train
+    assert [second for _, second in after] == pytest.approx([first / 4 for first, _ in after], rel=1e-6)
+
+
+class CrashAt(L.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise RuntimeError("killed")
+
+
+@pytest.mark.parametrize("name", ["onecycle", "power"])
+def test_a_resume_after_unfreezing_continues_the_schedule_of_both_groups(name, tmp_path):
+    from deeptrain.callbacks.checkpointing import PeriodicCheckpoint
+
+    factory, interval = SCHEDULES[name]
+
+    def run(root, callbacks, ckpt_path=None):
+        m = model(lr=0.1)
+        m.lr_scheduler, m.hparams.scheduler_interval = factory, interval
+        probe = LrProbe()
+        checkpoint = PeriodicCheckpoint(root / "ckpt", every_n_train_steps=2)
+        fit(m, [FreezeUnfreeze(unfreeze_at_epoch=1, lr_divisor=4), checkpoint, probe, *callbacks], root,
+            epochs=3, ckpt_path=ckpt_path)
+        return probe.lrs
+
+    reference = run(tmp_path / "a", [])
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path / "b", [CrashAt(9)])  # the last checkpoint: step 8, two groups
+    resumed = run(tmp_path / "b", [], ckpt_path=str(tmp_path / "b" / "ckpt" / "last.ckpt"))
+    torch.testing.assert_close(torch.tensor(resumed), torch.tensor(reference[8:]), rtol=1e-12, atol=0)

@@ -5,33 +5,12 @@ import logging
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from deeptrain.callbacks.mc_dropout import MCDropoutEvaluation
 from deeptrain.nn.mc_dropout import mc_predict
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier
-
-
-class TinyData(L.LightningDataModule):
-    """Random uint8 4x4 images whose class is a function of the first pixel."""
-
-    input_shape, num_classes, normalize = (1, 4, 4), 3, "standardize"
-
-    def __init__(self, n=96, batch_size=32):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, 256, (n, *self.input_shape), dtype=torch.uint8, generator=g)
-        self.y = (self.x.flatten(1)[:, 0].long() * 3) // 256
-        self.batch_size = batch_size
-
-    def input_stats(self):
-        return self.x.float().mean(0), self.x.float().std(0)
-
-    def _loader(self):
-        return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size)
-
-    train_dataloader = val_dataloader = test_dataloader = predict_dataloader = _loader
+from tiny_data import TinyData
 
 
 def make_trainer(tmp_path, callbacks=(), **kwargs):

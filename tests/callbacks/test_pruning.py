@@ -102,3 +102,28 @@ def test_invalid_arguments_name_the_value():
         MagnitudePruning(sparsity=1.2)
     with pytest.raises(ValueError, match="valid choices: global, layer"):
         MagnitudePruning(scope="channel")
+
+
+class RowNorms(L.Callback):
+    """The largest row norm of each hidden layer's effective weight after every optimizer step."""
+
+    def __init__(self):
+        self.max_norms: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.max_norms.append(max(effective_weight(linear).norm(dim=1).max().item()
+                                  for linear in pl_module.net.hidden_linears()))
+
+
+def test_max_norm_holds_on_pruned_layers_during_training(tmp_path):
+    torch.manual_seed(0)
+    net = MLPConfig(widths=[32, 16], max_norm=0.5, kernel_init="random_normal", kernel_init_args={"stddev": 1.0})
+    model = Classifier(net, input_shape=(1, 4, 4), num_classes=3,
+                       optimizer=lambda params: torch.optim.SGD(params, lr=0.5))
+    probe = RowNorms()
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[MagnitudePruning(sparsity=0.5, start_epoch=0, pruning_epochs=1), probe])
+    trainer.fit(model, datamodule=TinyData())
+    assert len(probe.max_norms) == 6  # 3 steps an epoch, every one of them masked
+    assert max(probe.max_norms) <= 0.5 + 1e-5

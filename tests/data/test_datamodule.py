@@ -192,3 +192,21 @@ def test_lightning_resumes_mid_epoch_with_the_same_order(tmp_path, read_stepping
     first = fit(max_steps=9, callbacks=[ckpt])  # stops in epoch 1, after its 2nd batch
     resumed = fit(ckpt_path=str(next((tmp_path / "ckpt").glob("*.ckpt"))))
     assert first == full[:26] and first + resumed == full
+
+
+def test_an_empty_class_folder_is_an_error_naming_it(tmp_path):
+    root = tmp_path / "images"
+    make_image_folder(root / "train", {"a": 3, "b": 3, "c": 3})
+    (root / "train" / "d").mkdir()
+    with pytest.raises(ValueError, match=rf"class folder\(s\) {root / 'train' / 'd'} hold no images .* remove the folder"):
+        ImageDataModule("image_folder", data_dir=str(root), val_size=2, cache_dir=str(tmp_path / "cache"))
+
+
+def test_a_single_class_folder_is_an_error_naming_it_unless_a_pretext_task_makes_the_labels(tmp_path):
+    root = tmp_path / "images"
+    make_image_folder(root / "train", {"only": 4}, size=(8, 8))
+    with pytest.raises(ValueError, match=rf"image_folder in {root} has 1 class folder \['only'\]; a classifier needs at least 2"):
+        ImageDataModule("image_folder", data_dir=str(root), val_size=2, cache_dir=str(tmp_path / "cache"))
+    dm = ImageDataModule("image_folder", data_dir=str(root), val_size=2, cache_dir=str(tmp_path / "cache"),
+                         pretext="rotation")
+    assert dm.num_classes == 4

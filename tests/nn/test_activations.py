@@ -28,26 +28,39 @@ def _seed():
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS.names())
-def test_every_activation_builds_and_backpropagates(name):
-    act = get_activation(name)
-    x = torch.randn(16, 8, requires_grad=True)
-    y = act(x)
-    assert y.shape == x.shape
-    y.square().sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
-    assert x.grad.abs().sum() > 0
+def test_every_activation_builds_and_its_gradient_is_the_derivative(name):
+    act = get_activation(name).double().eval()  # eval: RReLU's slope fixed, so a derivative exists
+    x = torch.randn(16, 8, dtype=torch.float64, requires_grad=True)
+    assert act(x).shape == x.shape
+    assert torch.autograd.gradcheck(act, (x,), eps=1e-6, atol=1e-5)  # autograd vs finite differences
+
+
+def finite_difference(loss, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """d loss / d p by central differences, element by element."""
+    grad = torch.empty_like(p)
+    with torch.no_grad():
+        for i in range(p.numel()):
+            p.view(-1)[i] += eps
+            up = loss()
+            p.view(-1)[i] -= 2 * eps
+            down = loss()
+            p.view(-1)[i] += eps
+            grad.view(-1)[i] = (up - down) / (2 * eps)
+    return grad
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS.names())
-def test_learnable_activations_get_gradients(name):
-    act = get_activation(name)
+def test_learnable_activations_get_the_gradient_of_their_parameters(name):
+    act = get_activation(name).double()
     params = list(act.parameters())
     assert bool(params) == (ACTIVATIONS.get(name) in {ACTIVATIONS.get(n) for n in LEARNABLE})
     if not params:
         return
-    act(torch.randn(16, 8)).square().sum().backward()
+    x = torch.randn(16, 8, dtype=torch.float64)
+    act(x).square().sum().backward()
     for p in params:
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+        expected = finite_difference(lambda: act(x).square().sum(), p.data)
+        torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS.names())
@@ -135,11 +148,14 @@ def test_gated_layers_map_in_to_out_and_backpropagate(name):
     assert is_gated(name) and is_gated(layer) and not is_gated("relu")
     assert isinstance(layer.proj, nn.Linear) and layer.proj.weight.shape == (14, 12)
     assert activation_name(layer) == name
-    x = torch.randn(4, 12, requires_grad=True)
-    y = layer(x)
-    assert y.shape == (4, 7)
-    y.square().sum().backward()
-    assert torch.isfinite(x.grad).all() and layer.proj.weight.grad.abs().sum() > 0
+    assert layer(torch.randn(4, 12)).shape == (4, 7)
+    layer = layer.double()
+    x = torch.randn(4, 12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,), eps=1e-6, atol=1e-5)  # to the input
+    layer(x).square().sum().backward()  # and to the projection weights
+    weight = layer.proj.weight
+    torch.testing.assert_close(weight.grad, finite_difference(lambda: layer(x).square().sum(), weight.data),
+                               rtol=1e-5, atol=1e-6)
     assert get_gated_layer(name, 12, 7, bias=False).proj.bias is None
 
 

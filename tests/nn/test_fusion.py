@@ -93,6 +93,7 @@ def test_an_unfoldable_module_is_refused():
         fuse_batchnorm(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))
 
 
+@pytest.mark.slow
 def test_a_compiled_model_is_fused_into_an_eager_copy_that_runs_the_fused_network():
     # The copy of an nn.Module.compile'd module would otherwise call the ORIGINAL module's compiled forward.
     model = Classifier(MLPConfig(depth=2, width=8, norm="batch"), input_shape=SHAPE, num_classes=5, compile=True)

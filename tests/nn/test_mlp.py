@@ -113,18 +113,38 @@ def test_bad_config_errors_name_value_and_choices(kwargs, match):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, condition",
     [
-        {"kernel_init": "he_normal"},
-        {"kernel_init": "lecun_normal", "norm": "batch"},
-        {"kernel_init": "lecun_normal", "dropout": 0.2, "dropout_kind": "standard"},
+        ({"kernel_init": "he_normal"}, "kernel_init is 'he_normal', not LeCun (lecun_normal or lecun_uniform)"),
+        ({"kernel_init": "lecun_normal", "norm": "batch"}, "the network uses normalization layers"),
+        ({"kernel_init": "lecun_normal", "input_norm": True}, "the network uses normalization layers"),
+        ({"kernel_init": "lecun_normal", "dropout": 0.2, "dropout_kind": "standard"},
+         "it uses standard dropout (use dropout_kind: alpha)"),
     ],
 )
-def test_selu_warns_when_self_normalization_is_broken(kwargs):
-    with pytest.warns(UserWarning, match="self-normalize"):
+def test_selu_warns_when_self_normalization_is_broken_and_says_which_condition(kwargs, condition):
+    with pytest.warns(UserWarning) as record:
         make(activation="selu", **kwargs)
+    messages = [str(w.message) for w in record if "self-normalize" in str(w.message)]
+    assert messages == [f"SELU network will not self-normalize: {condition}. Inputs must also be standardized."]
 
 
 def test_selu_with_lecun_and_alpha_dropout_is_quiet(recwarn):
     make(activation="selu", kernel_init="lecun_normal", dropout=0.1, dropout_kind="alpha")
     assert not [w for w in recwarn if "self-normalize" in str(w.message)]
+
+
+def test_max_norm_constrains_the_trained_weights_of_a_pruned_layer():
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    net = make(depth=2, width=16, max_norm=0.5, kernel_init="random_normal", kernel_init_args={"stddev": 1.0})
+    for linear in net.hidden_linears():
+        prune.l1_unstructured(linear, name="weight", amount=0.5)  # weight = weight_orig * weight_mask
+    net(torch.randn(2, 3, 8, 8))
+    net.apply_max_norm_()
+    for linear in net.hidden_linears():
+        effective = linear.weight_orig * linear.weight_mask  # what the next forward pass uses
+        norms = effective.norm(dim=1)
+        assert norms.max().item() == pytest.approx(0.5, rel=1e-5)  # scaled down to the limit, not below
+        assert (linear.weight_orig[linear.weight_mask == 0] != 0).any()  # pruned entries do not count

@@ -36,6 +36,7 @@ class SeenSamples(L.Callback):
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ddp_two_processes_shard_the_data_and_log_the_single_process_metrics(tiny_images, tmp_path):
     if not dist.is_available() or not dist.is_gloo_available():

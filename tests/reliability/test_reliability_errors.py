@@ -126,6 +126,7 @@ def config_error(parser, config: dict, path: Path) -> str:
     pytest.fail(f"no error for {path.read_text()}")
 
 
+@pytest.mark.slow
 def test_fuzzed_configs_all_fail_with_a_message_naming_the_key_or_value(parser, tmp_path):
     parse, base = parser
     for i, case in enumerate(mutations(seed=8, count=40)):

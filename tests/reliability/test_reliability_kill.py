@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import multiprocessing
 import os
 import random
@@ -28,6 +29,7 @@ def final_weights(logs: Path) -> dict:
     return ckpt["state_dict"]
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_ends_bitwise_equal(tiny_images, tmp_path):
     args = SCHEDULES["plateau"]
     (tmp_path / "ref").mkdir()
@@ -62,6 +64,7 @@ def _save_forever(path: str, start: int) -> None:
         atomic_torch_save({"i": i, "x": PAYLOADS[i % 3]}, path)
 
 
+@pytest.mark.slow
 def test_a_kill_during_saving_always_leaves_a_loadable_checkpoint(tmp_path):
     """25 SIGKILLs at random moments of a process that does nothing but save: the file always loads
     and is one complete save (its values match its counter); most kills land inside a write."""

@@ -128,6 +128,7 @@ def test_resume_after_a_crash_is_bitwise_exact(schedule, references, tiny_images
     assert_same(last_state(tmp_path / "run"), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_sigterm_and_ctrl_c_save_a_checkpoint_that_resumes_exactly(signum, references, tiny_images, tmp_path):
     """Through the CLI: its defaults, the interrupt checkpoint, the exit code, ``--ckpt_path last``

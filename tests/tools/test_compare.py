@@ -39,6 +39,7 @@ class StopMidEpoch(compare.EpochRecorder):
             trainer._signal_connector.received_sigterm = True
 
 
+@pytest.mark.slow
 def test_compare_trains_reports_and_skips_finished_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = tiny_config(tmp_path, "dropout", dropout=0.3)
@@ -63,6 +64,7 @@ def test_compare_trains_reports_and_skips_finished_runs(tmp_path, monkeypatch):
     assert [r["val_acc"] for r in again] == [r["val_acc"] for r in results]
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(compare, "EpochRecorder", StopMidEpoch)
@@ -84,6 +86,7 @@ def test_bad_arguments_fail_cleanly(tmp_path):
         compare.main([str(tmp_path / "missing.yaml"), "--out", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_a_sigterm_mid_epoch_resumes_from_the_interrupt_checkpoint(tmp_path, monkeypatch):
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 

@@ -1,4 +1,5 @@
 import subprocess
+import pytest
 import sys
 
 import lightning as L
@@ -35,6 +36,7 @@ def bn_checkpoint(path):
     return model.eval()
 
 
+@pytest.mark.slow
 def test_export_fuses_bn_and_runs_without_deeptrain(tmp_path, capsys):
     model = bn_checkpoint(tmp_path / "m.ckpt")
     out = tmp_path / "model.pt2"

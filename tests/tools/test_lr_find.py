@@ -13,24 +13,7 @@ from deeptrain.nn.mlp import MLPConfig
 from deeptrain.tools.lr_find import debias, find_lr, turning_point
 from deeptrain.training.module import Classifier
 from deeptrain.data.loader import InMemoryLoader
-
-
-class Data(L.LightningDataModule):
-    input_shape, num_classes = (1, 4, 4), 3
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, 256, (96, 1, 4, 4), dtype=torch.uint8, generator=g)
-        self.y = (self.x.flatten(1)[:, 0].long() * 3) // 256
-
-    def input_stats(self):
-        return self.x.float().mean(0), self.x.float().std(0)
-
-    def train_dataloader(self):
-        return InMemoryLoader(self.x, self.y, 16)
-
-    val_dataloader = train_dataloader
+from tiny_data import TinyData
 
 
 def trainer(tmp_path, max_epochs=10):
@@ -42,7 +25,7 @@ def trainer(tmp_path, max_epochs=10):
 def test_the_sweep_leaves_weights_optimizer_and_lr_as_they_were(tmp_path, lr):
     torch.manual_seed(0)
     model = Classifier(MLPConfig(depth=2, width=16), input_shape=(1, 4, 4), num_classes=3, lr=lr)
-    data = Data()
+    data = TinyData(batch_size=16)
     model.normalizer.set_stats(*data.input_stats())  # what setup would do: then nothing else may change
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = find_lr(trainer(tmp_path), model, data, min_lr=1e-5, max_lr=10, num_training=40)

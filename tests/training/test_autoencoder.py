@@ -10,30 +10,9 @@ from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.autoencoder import LayerwiseAutoencoder
 from deeptrain.training.module import Classifier
 from deeptrain.training.transfer import apply_init_from
-from deeptrain.data.loader import InMemoryLoader
+from tiny_data import TinyData
 
 NET = MLPConfig(depth=3, width=6, activation="elu")
-
-
-class LowRankImages(L.LightningDataModule):
-    """1x4x4 uint8 images mixed from 2 patterns: something an autoencoder can learn."""
-
-    input_shape = (1, 4, 4)
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        patterns, weights = torch.rand(2, 16, generator=g), torch.rand(64, 2, generator=g)
-        self.x = (weights @ patterns / 2 * 255).round().to(torch.uint8).view(64, 1, 4, 4)
-
-    def input_stats(self):
-        x = self.x.float()
-        return x.mean(0), x.std(0) + 1
-
-    def train_dataloader(self):
-        return InMemoryLoader(self.x, torch.zeros(len(self.x), dtype=torch.long), 16)
-
-    val_dataloader = train_dataloader
 
 
 class Snapshots(L.Callback):
@@ -51,7 +30,7 @@ def pretrain(tmp_path, max_epochs=10, model=None):
                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[snapshots])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(model, datamodule=LowRankImages())
+        trainer.fit(model, datamodule=TinyData(n=64, batch_size=16, images="low_rank"))
     return model, trainer, snapshots.states
 
 
@@ -73,7 +52,7 @@ def test_each_stage_trains_only_its_block_and_decoder_then_stops(tmp_path):
 def test_stage_zero_learns_to_reconstruct(tmp_path):
     model = LayerwiseAutoencoder(NET, input_shape=(1, 4, 4), epochs_per_layer=1,
                                  optimizer=lambda params: torch.optim.Adam(params, lr=0.02))
-    data = LowRankImages()
+    data = TinyData(n=64, batch_size=16, images="low_rank")
     model.normalizer.set_stats(*data.input_stats())
     with torch.no_grad():
         before = model.reconstruction_loss(data.x, 0).item()

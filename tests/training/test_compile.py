@@ -8,9 +8,9 @@ import lightning as L
 import pytest
 import torch
 
-from deeptrain.data.loader import InMemoryLoader
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier
+from tiny_data import TinyData
 
 
 def has_compiler() -> bool:
@@ -21,19 +21,6 @@ requires_compiler = pytest.mark.skipif(not has_compiler() or not hasattr(torch, 
                                        reason="torch.compile's CPU backend needs a C++ compiler")
 
 
-class Steps(L.LightningDataModule):
-    """48 random uint8 images of shape (1, 4, 4): 6 batches of 8, one batch shape."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, 256, (48, 1, 4, 4), dtype=torch.uint8, generator=g)
-        self.y = torch.randint(0, 3, (48,), generator=g)
-
-    def train_dataloader(self):
-        return InMemoryLoader(self.x, self.y, batch_size=8, shuffle=True, seed=0)
-
-
 def fit(compile: bool, tmp_path) -> tuple[Classifier, L.Trainer]:
     torch.manual_seed(0)
     model = Classifier(MLPConfig(depth=1, width=8, activation="elu"), input_shape=(1, 4, 4), num_classes=3,
@@ -41,10 +28,11 @@ def fit(compile: bool, tmp_path) -> tuple[Classifier, L.Trainer]:
     model.normalizer.set_stats(torch.full((1, 4, 4), 128.0), torch.full((1, 4, 4), 64.0))
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
-    trainer.fit(model, datamodule=Steps())
+    trainer.fit(model, datamodule=TinyData(n=48, batch_size=8, labels="random", shuffle=True))
     return model, trainer
 
 
+@pytest.mark.slow
 @requires_compiler
 def test_compiled_training_matches_eager_and_checkpoints_stay_compatible(tmp_path):
     eager, eager_trainer = fit(False, tmp_path)
@@ -61,5 +49,5 @@ def test_compiled_training_matches_eager_and_checkpoints_stay_compatible(tmp_pat
     trainer.save_checkpoint(path)
     assert list(torch.load(path, weights_only=True)["state_dict"]) == list(eager.state_dict())
     loaded = Classifier.load_from_checkpoint(path, compile=False)  # loads into an eager model
-    x = Steps().x[:5]
+    x = TinyData(n=48, batch_size=8, labels="random", shuffle=True).x[:5]
     torch.testing.assert_close(loaded.eval()(x), eager.eval()(x), rtol=1e-4, atol=1e-5)

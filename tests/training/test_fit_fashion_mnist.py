@@ -12,6 +12,7 @@ from deeptrain import Classifier, ImageDataModule, MLPConfig
 DATA = Path(os.environ.get("DEEPTRAIN_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "FashionMNIST").exists(), reason=f"no Fashion-MNIST under {DATA}")
 def test_two_epochs_on_2000_images_learn(tmp_path):
     L.seed_everything(0)

@@ -12,31 +12,14 @@ from deeptrain.callbacks.finetuning import FreezeUnfreeze
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier
 from deeptrain.training.transfer import InitFrom, apply_init_from
-from deeptrain.data.loader import InMemoryLoader
+from tiny_data import TinyData
 
 NET = dict(depth=3, width=8, norm="batch", input_norm=True)  # BN everywhere: running stats are reused too
 
 
-class TinyTask(L.LightningDataModule):
-    """Random 1x4x4 uint8 images, label from the first pixel; ``classes`` sets how many."""
-
-    input_shape = (1, 4, 4)
-
-    def __init__(self, num_classes=3, n=64, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.num_classes = num_classes
-        self.x = torch.randint(0, 256, (n, *self.input_shape), dtype=torch.uint8, generator=g)
-        self.y = (self.x.flatten(1)[:, 0].long() * num_classes) // 256
-
-    def input_stats(self):
-        x = self.x.float()
-        return x.mean(0), x.std(0) + 1
-
-    def train_dataloader(self):
-        return InMemoryLoader(self.x, self.y, 16)
-
-    val_dataloader = test_dataloader = train_dataloader
+def tiny_task(num_classes=3, seed=0):
+    """64 images, labels from the first pixel in ``num_classes`` bins."""
+    return TinyData(n=64, num_classes=num_classes, batch_size=16, seed=seed)
 
 
 def trainer(tmp_path, **kw):
@@ -60,7 +43,7 @@ def source(tmp_path_factory):
     t = trainer(tmp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t.fit(model, datamodule=TinyTask(3))
+        t.fit(model, datamodule=tiny_task(3))
     path = tmp / "a.ckpt"
     t.save_checkpoint(path)
     return path, {k: v.clone() for k, v in model.state_dict().items()}
@@ -108,7 +91,7 @@ def test_fit_copies_at_setup_uses_the_source_statistics_and_leaves_the_file_unch
     path, a = source
     before = sha256(path)
     b = model_b(path)
-    data = TinyTask(2, seed=1)
+    data = tiny_task(2, seed=1)
     recorded = {}
 
     class Probe(L.Callback):  # what the model holds when training starts, before any step
@@ -132,7 +115,7 @@ def test_a_saved_model_b_loads_without_the_source(source, tmp_path):
     t = trainer(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t.fit(b, datamodule=TinyTask(2, seed=1))
+        t.fit(b, datamodule=tiny_task(2, seed=1))
     t.save_checkpoint(tmp_path / "b.ckpt")
     copy.unlink()  # A is gone: B's checkpoint holds the reused layers already
     loaded = Classifier.load_from_checkpoint(tmp_path / "b.ckpt")

@@ -1,0 +1,77 @@
+"""Every use deeptrain makes of Lightning's private API, in one place.
+
+Each function wraps a private name for which Lightning 2.6 has no public equivalent;
+``tests/test_lightning_private.py`` asserts that each name still exists and behaves as assumed,
+and ``pyproject.toml`` bounds ``lightning`` to the releases those tests ran on. Everything else
+in deeptrain uses public API (hooks, properties, constructor arguments).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+def attached_trainer(module: L.LightningModule) -> Optional[L.Trainer]:
+    """The trainer ``module`` is attached to, or None (the public ``module.trainer`` raises then)."""
+    try:
+        return module.trainer
+    except RuntimeError:  # "... is not attached to a `Trainer`."
+        return None
+
+
+def drop_hparams(module: L.LightningModule, keys: Iterable[str]) -> None:
+    """Remove ``keys`` from ``module.hparams`` and from the initial copy that checkpoints save.
+
+    Private: ``_hparams_initial`` (the public ``hparams_initial`` returns a copy).
+    """
+    for key in keys:
+        module.hparams.pop(key, None)
+        module._hparams_initial.pop(key, None)
+
+
+def request_graceful_stop(trainer: L.Trainer) -> None:
+    """Stop the loops at the next batch boundary with ``SIGTERMException``, exactly as Lightning's own
+    SIGTERM handler does (``trainer.should_stop`` ends the fit without an exception, so nothing would
+    know to save an interrupt checkpoint).
+
+    Private: ``trainer._signal_connector.received_sigterm`` (the public ``trainer.received_sigterm`` reads it).
+    """
+    trainer._signal_connector.received_sigterm = True
+
+
+def save_last_checkpoint(callback: ModelCheckpoint, trainer: L.Trainer) -> None:
+    """Write ``callback``'s ``last.ckpt`` now, unless Lightning would skip saving at this point
+    (sanity check, ``fast_dev_run``, a second save of the same step).
+
+    Private: ``ModelCheckpoint._should_skip_saving_checkpoint``, ``._save_last_checkpoint`` and
+    ``._monitor_candidates``. The public ``save_on_train_epoch_end`` cannot be combined with
+    ``every_n_train_steps``, and since 2.6 ``save_last`` writes only when a top-k file is written.
+    """
+    if not callback._should_skip_saving_checkpoint(trainer):
+        callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
+def logger_version_is_set(logger: L.pytorch.loggers.Logger) -> bool:
+    """Whether a version was given to ``logger`` (else it takes the next free ``version_N`` when first used).
+
+    Private: ``TensorBoardLogger._version`` (the public ``version`` property picks the next free one).
+    """
+    return getattr(logger, "_version", "set") is not None
+
+
+def set_logger_version(logger: L.pytorch.loggers.Logger, version: str) -> None:
+    """Make ``logger`` write into the existing run ``version_N`` (or a named version), as ``--ckpt_path
+    last`` needs to continue the run it resumes. Private: ``TensorBoardLogger._version``."""
+    number = version[len("version_"):]
+    logger._version = int(number) if version.startswith("version_") and number.isdigit() else version
+
+
+# The other private use: ``deeptrain.cli.DeeptrainCLI`` subclasses LightningCLI and overrides its
+# ``_add_subcommands`` (deeptrain's commands in the same parser tree), ``_run_subcommand`` (keeping
+# results) and ``_parse_ckpt_path`` (explicit flags and corrupt checkpoints), and calls
+# ``_prepare_subcommand_parser``, ``_add_arguments``, ``_prepare_subcommand_kwargs``, and the
+# attributes ``_subcommand_parsers``, ``_subcommand_method_arguments`` and ``_model_class``: methods of
+# a subclass cannot move here; tests/test_lightning_private.py pins each of them.
