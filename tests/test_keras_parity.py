@@ -36,8 +36,12 @@ def test_keras_batchnorm_moving_statistics_after_k_steps(shape):
     dims = [0, 2] if len(shape) == 3 else [0]
     mean, var = torch.zeros(5), torch.ones(5)  # Keras's initial moving statistics
     for _ in range(20):
-        x = torch.randn(shape) * 3 + 2
-        torch.testing.assert_close(bn(x), torch_bn(x))  # training outputs: both use the batch's biased variance
+        x = (torch.randn(shape) * 3 + 2).requires_grad_()
+        y, y_torch = bn(x), torch_bn(x)
+        torch.testing.assert_close(y, y_torch)  # training outputs: both use the batch's biased variance
+        grad, grad_torch = torch.autograd.grad(y.square().sum(), x)[0], torch.autograd.grad(y_torch.square().sum(), x)[0]
+        torch.testing.assert_close(grad, grad_torch)  # and so do the gradients
+        x = x.detach()
         mean = 0.99 * mean + 0.01 * x.mean(dims)  # Keras: moving = moving * momentum + batch * (1 - momentum)
         var = 0.99 * var + 0.01 * x.var(dims, correction=0)
     torch.testing.assert_close(bn.running_mean, mean)
@@ -47,6 +51,14 @@ def test_keras_batchnorm_moving_statistics_after_k_steps(shape):
     x = torch.randn(shape)
     expand = (1, 5, 1) if len(shape) == 3 else (1, 5)
     torch.testing.assert_close(bn(x), (x - mean.view(expand)) / (var.view(expand) + 1e-3).sqrt())
+
+
+def test_keras_batchnorm_cumulative_average_uses_biased_variances():
+    torch.manual_seed(0)
+    bn, xs = KerasBatchNorm1d(3, momentum=None), [torch.randn(8, 3) * 2 for _ in range(4)]
+    for x in xs:
+        bn(x)
+    torch.testing.assert_close(bn.running_var, torch.stack([x.var(0, correction=0) for x in xs]).mean(0))
 
 
 def test_keras_batchnorm_ignores_eval_batches_and_folds_like_torch_bn():
@@ -95,25 +107,46 @@ def test_clipnorm_clips_each_variable_by_its_own_norm():
     assert b.grad.norm() < 0.1
 
 
-def test_classifier_clipnorm_acts_in_the_training_step(tmp_path):
+def first_step(tmp_path, clipnorm=None, **trainer_kwargs):
+    """One SGD step (lr 1) on TinyData's first batch: (weight change, that batch's raw gradients)."""
     data = TinyData()
-    lr = 1.0
+    torch.manual_seed(0)  # the same initial weights at every call
     model = Classifier(MLPConfig(depth=2, width=8), input_shape=(1, 4, 4), num_classes=3,
-                       optimizer=partial(torch.optim.SGD, lr=lr), clipnorm=0.0 + 1.0)
+                       optimizer=partial(torch.optim.SGD, lr=1.0), clipnorm=clipnorm)
     model.normalizer.set_stats(*data.input_stats())
     probe = copy.deepcopy(model)
-    F.cross_entropy(probe(data.x[:32]), data.y[:32]).backward()  # the first batch's gradients
-    grads = {n: p.grad for n, p in probe.named_parameters()}
-    norms = {n: g.norm().item() for n, g in grads.items()}
-    clip = sorted(norms.values())[len(norms) // 2]  # half the variables above the clip, half below
-    model.hparams.clipnorm = clip
+    F.cross_entropy(probe(data.x[:32]), data.y[:32]).backward()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path).fit(model, datamodule=data)
-    for name, p in model.named_parameters():
-        expected = grads[name] * clip / max(norms[name], clip)
-        torch.testing.assert_close(before[name] - p.detach(), lr * expected, rtol=1e-4, atol=1e-6)
-    assert min(norms.values()) < clip < max(norms.values())
+    L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, default_root_dir=tmp_path, **trainer_kwargs).fit(model, datamodule=data)
+    delta = {n: before[n] - p.detach() for n, p in model.named_parameters()}
+    return delta, {n: p.grad for n, p in probe.named_parameters()}
+
+
+def median_grad_norm(tmp_path):
+    _, grads = first_step(tmp_path)
+    norms = sorted(g.norm().item() for g in grads.values())
+    return norms[len(norms) // 2]  # half the variables above this clip, half below
+
+
+def test_classifier_clipnorm_acts_in_the_training_step(tmp_path):
+    clip = median_grad_norm(tmp_path)
+    delta, grads = first_step(tmp_path, clipnorm=clip)
+    clipped = 0
+    for name, g in grads.items():
+        clipped += g.norm().item() > clip
+        torch.testing.assert_close(delta[name], g * clip / max(g.norm().item(), clip), rtol=1e-4, atol=1e-6)
+    assert 0 < clipped < len(grads)
+
+
+def test_clipnorm_then_the_trainers_value_clipping(tmp_path):
+    # overriding the hook keeps Lightning's clipping: Keras's clipnorm first, then clipvalue
+    clip, value = median_grad_norm(tmp_path), 0.05
+    delta, grads = first_step(tmp_path, clip, gradient_clip_val=value, gradient_clip_algorithm="value")
+    for name, g in grads.items():
+        expected = (g * clip / max(g.norm().item(), clip)).clamp(-value, value)
+        torch.testing.assert_close(delta[name], expected, rtol=1e-4, atol=1e-6)
+    assert any((g.abs() > value).any() for g in grads.values())
 
 
 def test_bad_clipnorm_is_rejected():

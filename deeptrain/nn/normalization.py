@@ -51,7 +51,8 @@ class KerasBatchNorm1d(nn.BatchNorm1d):
     where torch's ``nn.BatchNorm1d`` uses the unbiased ``var_B * n / (n - 1)`` (1.032x larger at
     batch 32), so its inference outputs drift from Keras's even with the same momentum and eps.
     ``m = 1 - keras_momentum``; the defaults are Keras's (momentum 0.99 -> 0.01, epsilon 1e-3).
-    Eval mode, state-dict keys and BN folding (:mod:`deeptrain.nn.fusion`) are ``nn.BatchNorm1d``'s.
+    Eval mode, state-dict keys and BN folding (:mod:`deeptrain.nn.fusion`) are ``nn.BatchNorm1d``'s;
+    ``Trainer(sync_batchnorm=True)`` replaces it with torch's ``SyncBatchNorm`` (unbiased update).
 
     Example:
         >>> bn = KerasBatchNorm1d(4)
@@ -67,17 +68,20 @@ class KerasBatchNorm1d(nn.BatchNorm1d):
         if not (self.training and self.track_running_stats):
             return super().forward(x)
         self._check_input_dim(x)
-        # batch statistics only: no running buffers handed in, so torch updates none
-        out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        self._update_running_stats(x.detach())
+        self.num_batches_tracked.add_(1)
+        # momentum None: torch's cumulative average, m = 1 / batches seen
+        m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        # torch's fused kernel updates copies (autograd keeps them for the backward); the buffers
+        # then get Keras's values
+        mean, var = self.running_mean.clone(), self.running_var.clone()  # (C,)
+        out = F.batch_norm(x, mean, var, self.weight, self.bias, True, m, self.eps)
+        self._keras_update(mean, var, m, x.numel() // x.shape[1])
         return out
 
     @torch.no_grad()
-    def _update_running_stats(self, x: torch.Tensor) -> None:
-        dims = [0, *range(2, x.dim())]  # every dim but the features: (N, C) or (N, C, L)
-        var, mean = torch.var_mean(x.to(self.running_var.dtype), dim=dims, correction=0)  # biased
-        self.num_batches_tracked.add_(1)
-        # momentum None: a cumulative average, as in torch
-        m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        self.running_mean.lerp_(mean, m)
-        self.running_var.lerp_(var, m)
+    def _keras_update(self, mean: torch.Tensor, torch_var: torch.Tensor, m: float, n: int) -> None:
+        """torch computed ``v_t = (1 - m) v + m * var_B * n / (n - 1)``; Keras's update is
+        ``(1 - m) v + m * var_B = ((1 - m) * v + (n - 1) * v_t) / n``: two positive terms on (C,)
+        vectors, no second pass over the batch and no cancellation."""
+        self.running_mean.copy_(mean)
+        self.running_var.mul_((1 - m) / n).add_(torch_var, alpha=(n - 1) / n)
