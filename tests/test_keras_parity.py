@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from deeptrain.nn.fusion import fuse_batchnorm
 from deeptrain.nn.mlp import MLP, MLPConfig
@@ -147,6 +148,27 @@ def test_clipnorm_then_the_trainers_value_clipping(tmp_path):
         expected = (g * clip / max(g.norm().item(), clip)).clamp(-value, value)
         torch.testing.assert_close(delta[name], expected, rtol=1e-4, atol=1e-6)
     assert any((g.abs() > value).any() for g in grads.values())
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the ATen ops that read a tensor's value on the host (a GPU would wait for them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default)
+        return func(*args, **(kwargs or {}))
+
+
+def test_keras_batchnorm_and_clipnorm_never_read_values_on_the_host():
+    bn, x = KerasBatchNorm1d(4), torch.randn(8, 4, requires_grad=True)
+    with HostReads() as reads:
+        bn(x).square().sum().backward()
+        clip_per_variable_norm_([x, bn.weight, bn.bias], 0.5)
+    assert reads.count == 0
+    assert x.grad.norm() <= 0.5 + 1e-6
 
 
 def test_bad_clipnorm_is_rejected():
