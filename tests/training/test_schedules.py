@@ -133,3 +133,50 @@ def test_cosine_decay_with_linear_warmup():
 
 def test_cosine_warmup_steps_without_target_is_no_warmup():
     assert lrs(CosineDecayLR, 12, decay_steps=10, warmup_steps=5) == pytest.approx(lrs(CosineDecayLR, 12, decay_steps=10))
+
+
+# ---- the book's Keras recipes, with the arguments docs/keras.md gives -----------------------------
+
+
+def test_book_callbacks_per_epoch_map_to_the_schedules():
+    def piecewise_constant_fn(epoch):
+        return 0.01 if epoch < 5 else 0.005 if epoch < 15 else 0.001
+
+    assert lrs(PiecewiseConstantLR, 30, boundaries=[4, 14], values=[0.01, 0.005, 0.001]) == [
+        piecewise_constant_fn(e) for e in range(30)]
+    assert lrs(ExponentialDecayLR, 30, decay_steps=20, decay_rate=0.1) == pytest.approx(
+        [0.01 * 0.1 ** (e / 20) for e in range(30)])  # exponential_decay_fn(epoch), LR0 = 0.01
+
+
+def test_keras2_optimizer_decay_is_power_lr_per_step():
+    # SGD(lr=0.01, decay=1e-4): lr_t = lr0 / (1 + decay * t), t counting optimizer steps
+    got = lrs(PowerLR, 3, decay_steps=1 / 1e-4)
+    assert got == pytest.approx([LR0 / (1 + 1e-4 * t) for t in range(3)])
+
+
+def keras_reduce_lr_on_plateau(losses, lr, factor, patience, min_delta=1e-4):
+    """keras.callbacks.ReduceLROnPlateau.on_epoch_end (mode min, no cooldown), transcribed."""
+    best, wait, out = math.inf, 0, []
+    for loss in losses:
+        if loss < best - min_delta:
+            best, wait = loss, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                lr, wait = lr * factor, 0
+        out.append(lr)
+    return out
+
+
+def test_keras_reduce_lr_on_plateau_is_torch_with_patience_minus_one_and_absolute_threshold():
+    # 0.49993 improves on 0.5 by 7e-5: enough for a relative 1e-4 threshold, not for Keras's absolute min_delta
+    losses = [1.0, 0.9, 0.89995, 0.9, 0.95, 0.91, 0.92, 0.5, 0.49993, 0.6, 0.6, 0.6, 0.6, 0.6]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR0)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2, threshold=1e-4, threshold_mode="abs")
+    got = []
+    for loss in losses:
+        plateau.step(loss)
+        got.append(opt.param_groups[0]["lr"])
+    expected = keras_reduce_lr_on_plateau(losses, LR0, factor=0.5, patience=3)
+    assert got == pytest.approx(expected)
+    assert expected[-1] < LR0 / 2  # cut at least twice: the comparison covers the counting
