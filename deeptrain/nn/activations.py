@@ -35,7 +35,9 @@ GATED_LAYERS: Registry[type[nn.Module]] = Registry("gated layer")
 
 # Output range of the saturating activations: an activation-statistics callback
 # counts units stuck near these bounds, where the gradient vanishes.
-SATURATING_BOUNDS: dict[str, tuple[float, float]] = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hard_sigmoid": (0.0, 1.0)}
+SATURATING_BOUNDS: dict[str, tuple[float, float]] = {
+    "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hard_sigmoid": (0.0, 1.0), "hard_tanh": (-1.0, 1.0),
+}
 
 # Activations whose output is exactly zero only where their gradient is zero too,
 # so a unit that outputs zero on every input is "dead" (it will never learn again).
@@ -179,6 +181,12 @@ _add(ACTIVATIONS, nn.Hardswish, "hardswish", "hard_swish", "hard_silu")  # Keras
 # Keras 3's hard_sigmoid is relu6(x + 3) / 6, torch's Hardsigmoid (Keras 2's was clip(0.2 x + 0.5, 0, 1)).
 _add(ACTIVATIONS, nn.Hardsigmoid, "hard_sigmoid", "hardsigmoid")
 _add(ACTIVATIONS, nn.Softsign, "softsign")
+_add(ACTIVATIONS, nn.Hardtanh, "hard_tanh", "hardtanh")
+_add(ACTIVATIONS, nn.LogSigmoid, "log_sigmoid", "logsigmoid")
+_add(ACTIVATIONS, nn.Tanhshrink, "tanh_shrink", "tanhshrink")
+# Keras's threshold (0.5) is torch's lambd (0.5)
+_add(ACTIVATIONS, nn.Softshrink, "soft_shrink", "softshrink")
+_add(ACTIVATIONS, nn.Hardshrink, "hard_shrink", "hardshrink")
 
 _add(GATED_LAYERS, GLU, "glu")
 _add(GATED_LAYERS, SwiGLU, "swiglu")

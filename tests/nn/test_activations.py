@@ -21,7 +21,8 @@ from deeptrain.nn.activations import (
 
 LEARNABLE = {"prelu", "swish_beta"}
 ALIASES = {"linear": "identity", "logistic": "sigmoid", "swish": "silu", "squared_relu": "relu2",
-           "hard_swish": "hardswish", "hard_silu": "hardswish", "hardsigmoid": "hard_sigmoid"}
+           "hard_swish": "hardswish", "hard_silu": "hardswish", "hardsigmoid": "hard_sigmoid", "hardtanh": "hard_tanh",
+           "logsigmoid": "log_sigmoid", "tanhshrink": "tanh_shrink", "softshrink": "soft_shrink", "hardshrink": "hard_shrink"}
 
 
 @pytest.fixture(autouse=True)
@@ -163,6 +164,11 @@ KERAS_FORMULAS = {
     "swish": lambda x: x * torch.sigmoid(x),
     "silu": lambda x: x * torch.sigmoid(x),
     "linear": lambda x: x,
+    "hard_tanh": lambda x: x.clamp(-1, 1),
+    "log_sigmoid": lambda x: torch.log(torch.sigmoid(x)),
+    "tanh_shrink": lambda x: x - torch.tanh(x),
+    "soft_shrink": lambda x: torch.where(x > 0.5, x - 0.5, torch.where(x < -0.5, x + 0.5, 0.0)),  # threshold 0.5
+    "hard_shrink": lambda x: torch.where(x.abs() > 0.5, x, 0.0),
 }
 
 
