@@ -17,6 +17,7 @@ _EXPORTS = {
     "PowerLR": "deeptrain.training.schedules",
     "ExponentialDecayLR": "deeptrain.training.schedules",
     "PiecewiseConstantLR": "deeptrain.training.schedules",
+    "CosineDecayLR": "deeptrain.training.schedules",
     "ImageDataModule": "deeptrain.data.datamodule",
 }
 

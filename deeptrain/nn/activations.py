@@ -5,6 +5,9 @@
 ``(in_features, out_features, bias=True) -> nn.Module``, which replace a
 ``Linear + activation`` pair. ``get_activation`` accepts a name, a module class,
 a module instance or a plain callable, like timm's ``get_act_layer``.
+Keras's names are registered as aliases (``hard_swish``, ``hard_silu``, ``relu6``, ...);
+:func:`keras_activation_defaults` gives Keras's default arguments where they differ from
+torch's (``leaky_relu``: slope 0.2 against torch's 0.01).
 
 Examples:
     >>> get_activation("leaky_relu", negative_slope=0.2)
@@ -32,12 +35,14 @@ GATED_LAYERS: Registry[type[nn.Module]] = Registry("gated layer")
 
 # Output range of the saturating activations: an activation-statistics callback
 # counts units stuck near these bounds, where the gradient vanishes.
-SATURATING_BOUNDS: dict[str, tuple[float, float]] = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+SATURATING_BOUNDS: dict[str, tuple[float, float]] = {
+    "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hard_sigmoid": (0.0, 1.0), "hard_tanh": (-1.0, 1.0),
+}
 
 # Activations whose output is exactly zero only where their gradient is zero too,
 # so a unit that outputs zero on every input is "dead" (it will never learn again).
 # hardswish is flat at zero for x <= -3.
-RELU_LIKE: frozenset[str] = frozenset({"relu", "relu2", "hardswish"})
+RELU_LIKE: frozenset[str] = frozenset({"relu", "relu6", "relu2", "hardswish"})
 
 # Module class -> canonical registry name (the first name given), for diagnostics.
 _CANONICAL: dict[type, str] = {}
@@ -159,6 +164,7 @@ _add(ACTIVATIONS, _identity, "identity", "linear", module_type=nn.Identity)
 _add(ACTIVATIONS, nn.Sigmoid, "sigmoid", "logistic")
 _add(ACTIVATIONS, nn.Tanh, "tanh")
 _add(ACTIVATIONS, nn.ReLU, "relu")
+_add(ACTIVATIONS, nn.ReLU6, "relu6")  # Keras's relu6: min(max(0, x), 6)
 _add(ACTIVATIONS, nn.LeakyReLU, "leaky_relu")
 _add(ACTIVATIONS, nn.RReLU, "rrelu")
 _add(ACTIVATIONS, nn.PReLU, "prelu")
@@ -171,7 +177,16 @@ _add(ACTIVATIONS, SwishBeta, "swish_beta")
 _add(ACTIVATIONS, nn.Mish, "mish")
 _add(ACTIVATIONS, nn.Softplus, "softplus")
 _add(ACTIVATIONS, SquaredReLU, "relu2", "squared_relu")
-_add(ACTIVATIONS, nn.Hardswish, "hardswish")
+_add(ACTIVATIONS, nn.Hardswish, "hardswish", "hard_swish", "hard_silu")  # Keras 3: hard_silu, alias hard_swish
+# Keras 3's hard_sigmoid is relu6(x + 3) / 6, torch's Hardsigmoid (Keras 2's was clip(0.2 x + 0.5, 0, 1)).
+_add(ACTIVATIONS, nn.Hardsigmoid, "hard_sigmoid", "hardsigmoid")
+_add(ACTIVATIONS, nn.Softsign, "softsign")
+_add(ACTIVATIONS, nn.Hardtanh, "hard_tanh", "hardtanh")
+_add(ACTIVATIONS, nn.LogSigmoid, "log_sigmoid", "logsigmoid")
+_add(ACTIVATIONS, nn.Tanhshrink, "tanh_shrink", "tanhshrink")
+# Keras's threshold (0.5) is torch's lambd (0.5)
+_add(ACTIVATIONS, nn.Softshrink, "soft_shrink", "softshrink")
+_add(ACTIVATIONS, nn.Hardshrink, "hard_shrink", "hardshrink")
 
 _add(GATED_LAYERS, GLU, "glu")
 _add(GATED_LAYERS, SwiGLU, "swiglu")
@@ -232,6 +247,30 @@ def activation_name(module: nn.Module) -> str | None:
         if cls in _CANONICAL:
             return _CANONICAL[cls]
     return None
+
+
+def keras_activation_defaults(spec: ActivationSpec, width: int | None = None) -> dict[str, Any]:
+    """Keras 3's default arguments of an activation, where they differ from torch's (else ``{}``).
+
+    - ``leaky_relu``: ``negative_slope=0.2``, the default of Keras's function
+      ``keras.activations.leaky_relu``, which ``Dense(activation="leaky_relu")`` uses. Keras's
+      *layer* ``LeakyReLU()`` defaults to 0.3 (the book's "0.3 for leaky ReLU"): for it, pass
+      ``negative_slope=0.3``. torch's default is 0.01. (Keras 2 called the slope ``alpha``.)
+    - ``prelu``: Keras's ``PReLU()`` learns one slope per unit, initialized at 0
+      (``alpha_initializer="zeros"``): ``num_parameters=width, init=0.0``; torch's learns one
+      shared slope from 0.25.
+
+    Every other registered activation already has Keras's defaults (``elu`` alpha 1,
+    ``gelu`` exact, ``selu``'s constants, ...).
+    """
+    if not isinstance(spec, str) or spec not in ACTIVATIONS:
+        return {}
+    factory = ACTIVATIONS.get(spec)
+    if factory is nn.LeakyReLU:
+        return {"negative_slope": 0.2}
+    if factory is nn.PReLU:
+        return {"init": 0.0} if width is None else {"num_parameters": width, "init": 0.0}
+    return {}
 
 
 def _lookup_activation(name: str) -> Callable[..., nn.Module]:

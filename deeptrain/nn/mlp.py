@@ -19,12 +19,16 @@ from typing import Any, Literal, Optional, Sequence
 import torch
 from torch import nn
 
-from deeptrain.nn.activations import GATED_LAYERS, get_activation, is_gated
+from deeptrain.nn.activations import GATED_LAYERS, get_activation, is_gated, keras_activation_defaults
 from deeptrain.nn.initializers import init_linear_
+from deeptrain.nn.normalization import KerasBatchNorm1d
 from deeptrain.nn.sparsity import effective_weight, is_pruned
 
 NORMS = ("none", "batch", "layer")
 POSITIONS = ("before", "after")
+SEMANTICS = ("torch", "keras")
+# BatchNorm momentum (torch convention: weight of the new batch) and epsilon per semantics
+BN_DEFAULTS = {"torch": {"momentum": 0.1, "eps": 1e-5}, "keras": {"momentum": 0.01, "eps": 1e-3}}
 DROPOUT_KINDS = ("standard", "alpha")
 DROPOUT_PLACEMENTS = ("all", "top", "output")
 LECUN_INITS = ("lecun_normal", "lecun_uniform")
@@ -44,6 +48,10 @@ class MLPConfig:
         activation: a registered name (``deeptrain.nn.activations.ACTIVATIONS``) or a gated
             layer kind (``swiglu``, ``geglu``, ``reglu``), which brings its own Linear pair.
         activation_args: keyword arguments of the activation, e.g. ``{negative_slope: 0.2}``.
+        activation_defaults: whose defaults fill the activation arguments not in
+            ``activation_args``: ``torch`` (``leaky_relu`` slope 0.01, one PReLU slope from 0.25)
+            or ``keras`` (Keras 3: ``leaky_relu`` slope 0.2 as ``Dense(activation="leaky_relu")``,
+            a PReLU slope per unit from 0); see :func:`~deeptrain.nn.activations.keras_activation_defaults`.
         kernel_init: initializer of the hidden layers' weights (Keras or torch names).
         kernel_init_args: its keyword arguments, e.g. ``{scale: 2, mode: fan_avg}``.
         bias_init: initializer of every bias (Keras' default: zeros).
@@ -52,8 +60,12 @@ class MLPConfig:
         norm_position: ``before`` the activation (the Linear before it then has no bias)
             or ``after`` it.
         input_norm: a BatchNorm1d over the flattened input, as the very first layer.
-        bn_momentum: torch's momentum, i.e. ``1 - keras_momentum`` (Keras 0.99 -> 0.01).
-        bn_eps: BatchNorm epsilon (torch 1e-5, Keras 1e-3).
+        bn_semantics: ``torch`` (``nn.BatchNorm1d``: the moving variance is updated with the
+            unbiased batch variance) or ``keras`` (:class:`~deeptrain.nn.normalization.KerasBatchNorm1d`:
+            the biased one, as Keras's ``BatchNormalization``). Also picks the defaults below.
+        bn_momentum: torch's momentum, i.e. ``1 - keras_momentum`` (Keras 0.99 -> 0.01); None:
+            0.1 with torch semantics, 0.01 with keras.
+        bn_eps: BatchNorm epsilon; None: 1e-5 with torch semantics, 1e-3 with keras.
         dropout: dropout rate in [0, 1).
         dropout_kind: ``standard`` (nn.Dropout) or ``alpha`` (nn.AlphaDropout, for SELU).
         dropout_placement: after ``all`` hidden blocks, the ``top`` ``dropout_top_k`` ones, or
@@ -68,6 +80,7 @@ class MLPConfig:
     widths: Optional[list[int]] = None
     activation: str = "relu"
     activation_args: dict[str, Any] = field(default_factory=dict)
+    activation_defaults: Literal["torch", "keras"] = "torch"
     kernel_init: str = "he_normal"
     kernel_init_args: dict[str, Any] = field(default_factory=dict)
     bias_init: str = "zeros"
@@ -75,8 +88,9 @@ class MLPConfig:
     norm: Literal["none", "batch", "layer"] = "none"
     norm_position: Literal["before", "after"] = "before"
     input_norm: bool = False
-    bn_momentum: float = 0.1
-    bn_eps: float = 1e-5
+    bn_semantics: Literal["torch", "keras"] = "torch"
+    bn_momentum: Optional[float] = None
+    bn_eps: Optional[float] = None
     dropout: float = 0.0
     dropout_kind: Literal["standard", "alpha"] = "standard"
     dropout_placement: Literal["all", "top", "output"] = "all"
@@ -86,6 +100,8 @@ class MLPConfig:
     def __post_init__(self) -> None:
         _check_choice("norm", self.norm, NORMS)
         _check_choice("norm_position", self.norm_position, POSITIONS)
+        _check_choice("bn_semantics", self.bn_semantics, SEMANTICS)
+        _check_choice("activation_defaults", self.activation_defaults, SEMANTICS)
         _check_choice("dropout_kind", self.dropout_kind, DROPOUT_KINDS)
         _check_choice("dropout_placement", self.dropout_placement, DROPOUT_PLACEMENTS)
         if self.widths is not None and len(self.widths) == 0:
@@ -103,12 +119,27 @@ class MLPConfig:
             raise ValueError(f"net.dropout must be in [0, 1), got {self.dropout}")
         if self.max_norm is not None and self.max_norm <= 0:
             raise ValueError(f"net.max_norm must be > 0, got {self.max_norm}")
-        if not 0.0 <= self.bn_momentum <= 1.0:
+        if self.bn_momentum is not None and not 0.0 <= self.bn_momentum <= 1.0:
             raise ValueError(f"net.bn_momentum must be in [0, 1] (torch convention), got {self.bn_momentum}")
+        if self.bn_eps is not None and self.bn_eps <= 0:
+            raise ValueError(f"net.bn_eps must be > 0, got {self.bn_eps}")
 
     @property
     def hidden_widths(self) -> list[int]:
         return list(self.widths) if self.widths is not None else [self.width] * self.depth
+
+    def batch_norm(self, width: int) -> nn.BatchNorm1d:
+        """A BatchNorm over ``width`` features with this config's semantics, momentum and epsilon."""
+        defaults = BN_DEFAULTS[self.bn_semantics]
+        momentum = defaults["momentum"] if self.bn_momentum is None else self.bn_momentum
+        eps = defaults["eps"] if self.bn_eps is None else self.bn_eps
+        cls = KerasBatchNorm1d if self.bn_semantics == "keras" else nn.BatchNorm1d
+        return cls(width, eps=eps, momentum=momentum)
+
+    def activation_kwargs(self, width: int) -> dict[str, Any]:
+        """The activation's arguments: ``activation_args`` over the chosen library's defaults."""
+        defaults = keras_activation_defaults(self.activation, width) if self.activation_defaults == "keras" else {}
+        return {**defaults, **self.activation_args}
 
     @classmethod
     def coerce(cls, value: "MLPConfig | dict | None") -> "MLPConfig":
@@ -147,7 +178,7 @@ def _dropout_flags(cfg: MLPConfig) -> list[bool]:
 
 def _norm(cfg: MLPConfig, width: int) -> nn.Module:
     if cfg.norm == "batch":
-        return nn.BatchNorm1d(width, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
+        return cfg.batch_norm(width)
     return nn.LayerNorm(width)
 
 
@@ -165,7 +196,7 @@ def hidden_block(cfg: MLPConfig, in_features: int, out_features: int, dropout: b
         layers["linear"] = nn.Linear(in_features, out_features, bias=not norm_before)
         if norm_before:
             layers["norm"] = _norm(cfg, out_features)
-        layers["act"] = get_activation(cfg.activation, **cfg.activation_args)
+        layers["act"] = get_activation(cfg.activation, **cfg.activation_kwargs(out_features))
     if cfg.norm != "none" and cfg.norm_position == "after":
         layers["norm"] = _norm(cfg, out_features)
     if dropout:
@@ -199,7 +230,7 @@ class MLP(nn.Module):
         in_features = math.prod(self.input_shape)
 
         self.flatten = nn.Flatten()
-        self.input_norm = nn.BatchNorm1d(in_features, eps=cfg.bn_eps, momentum=cfg.bn_momentum) if cfg.input_norm else nn.Identity()
+        self.input_norm = cfg.batch_norm(in_features) if cfg.input_norm else nn.Identity()
         widths = cfg.hidden_widths
         blocks = [
             hidden_block(cfg, n_in, n_out, dropout)

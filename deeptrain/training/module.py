@@ -67,6 +67,8 @@ class Classifier(L.LightningModule):
         lr: if set, overrides the optimizer's learning rate (the LR finder writes here).
         l1: factor of the l1 penalty ``l1 * sum|w|`` over Linear weights.
         l2: factor of the l2 penalty ``l2 * sum w^2`` over Linear weights.
+        penalize_output: whether the l1/l2 penalties include the output layer's weights (as the
+            book's Keras code, which regularizes every Dense) or only the hidden layers'.
         label_smoothing: cross-entropy label smoothing in [0, 1).
         mc_samples: if > 0, ``predict`` returns MC-dropout estimates over this many passes,
             ``{"probs": mean (B, C), "std": per-class std (B, C)}``, instead of the softmax
@@ -82,6 +84,11 @@ class Classifier(L.LightningModule):
             ``{checkpoint: path, layers: all | k, normalizer: true}``
             (see :mod:`deeptrain.training.transfer`; freeze them with
             :class:`~deeptrain.callbacks.finetuning.FreezeUnfreeze`).
+        clipnorm: per-variable gradient clipping, Keras's ``clipnorm``: each parameter's gradient
+            ``g`` becomes ``g * c / max(||g||, c)`` on its own. The trainer's
+            ``gradient_clip_val`` with ``gradient_clip_algorithm: norm`` is Keras's ``global_clipnorm``
+            (one norm over all gradients), with ``value`` Keras's ``clipvalue``; with both set,
+            ``clipnorm`` acts first.
 
     Examples:
         >>> model = Classifier(MLPConfig(widths=[300, 100]), input_shape=(1, 28, 28), num_classes=10)
@@ -107,6 +114,8 @@ class Classifier(L.LightningModule):
         mc_samples: int = 0,
         init_from: Optional[InitFrom] = None,
         compile: bool = False,
+        penalize_output: bool = True,
+        clipnorm: Optional[float] = None,
     ):
         super().__init__()
         net = MLPConfig.coerce(net).to_dict()  # plain values in hparams: checkpoints load with weights_only
@@ -124,6 +133,8 @@ class Classifier(L.LightningModule):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if mc_samples < 0:
             raise ValueError(f"mc_samples must be >= 0 (0: deterministic predict), got {mc_samples}")
+        if clipnorm is not None and clipnorm <= 0:
+            raise ValueError(f"clipnorm must be > 0 (or None: no per-variable clipping), got {clipnorm}")
 
         self.net = MLP(input_shape, num_classes, net)
         self.normalizer = InputNormalizer(input_shape)
@@ -132,7 +143,7 @@ class Classifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self._penalized = linear_weights(self.net)
+        self._penalized = linear_weights(self.net, exclude=() if penalize_output else (self.net.head,))
         self._best_val_loss = float("inf")
         self.reused_layers = reused_layers(self.net, init_from)  # names inside self.net, for FreezeUnfreeze
         self._epoch_loss_sum, self._epoch_count = None, 0  # the epoch's training loss, summed on the device
@@ -233,6 +244,15 @@ class Classifier(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         self.net.apply_max_norm_()  # constraints act after each update, as Keras' kernel_constraint
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
+                                    gradient_clip_algorithm: Optional[str] = None) -> None:
+        """Keras's per-variable ``clipnorm`` (if set), then the trainer's own clipping."""
+        if self.hparams.get("clipnorm"):
+            clip_per_variable_norm_(
+                [p for group in optimizer.param_groups for p in group["params"]], self.hparams.clipnorm
+            )
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     # ---- setup, optimizers, logging -----------------------------------------------------------
     def setup(self, stage: str) -> None:
         trainer = attached_trainer(self)
@@ -306,6 +326,20 @@ class Classifier(L.LightningModule):
                 {"hp/best_val_loss": val_loss, "hp/best_val_acc": float(metrics["val_acc"]), "hp/best_epoch": float(self.current_epoch)},
                 sync_dist=False,
             )
+
+
+@torch.no_grad()
+def clip_per_variable_norm_(params: Sequence[torch.Tensor], clipnorm: float) -> None:
+    """Keras's ``clipnorm``: ``g <- g * c / max(||g||_2, c)`` for each parameter's gradient on its own.
+
+    Unlike ``torch.nn.utils.clip_grad_norm_`` (one norm over all of them: Keras's
+    ``global_clipnorm``), each tensor keeps its direction and only the ones whose norm exceeds
+    ``c`` shrink, to norm ``c``. No host synchronization: the scale stays on the device.
+    """
+    for p in params:
+        if p.grad is not None:
+            norm = torch.linalg.vector_norm(p.grad, dtype=torch.float32)
+            p.grad.mul_((clipnorm / norm.clamp(min=clipnorm)).to(p.grad.dtype))
 
 
 def check_data_fits(model: Classifier, datamodule: Any) -> None:

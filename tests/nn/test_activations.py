@@ -16,10 +16,13 @@ from deeptrain.nn.activations import (
     get_activation,
     get_gated_layer,
     is_gated,
+    keras_activation_defaults,
 )
 
 LEARNABLE = {"prelu", "swish_beta"}
-ALIASES = {"linear": "identity", "logistic": "sigmoid", "swish": "silu", "squared_relu": "relu2"}
+ALIASES = {"linear": "identity", "logistic": "sigmoid", "swish": "silu", "squared_relu": "relu2",
+           "hard_swish": "hardswish", "hard_silu": "hardswish", "hardsigmoid": "hard_sigmoid", "hardtanh": "hard_tanh",
+           "logsigmoid": "log_sigmoid", "tanhshrink": "tanh_shrink", "softshrink": "soft_shrink", "hardshrink": "hard_shrink"}
 
 
 @pytest.fixture(autouse=True)
@@ -81,8 +84,8 @@ def test_bad_kwarg_lists_accepted_ones():
 
 def test_unknown_name_lists_activations_and_gated_layers():
     with pytest.raises(ValueError) as err:
-        get_activation("relu6")
-    assert "'relu6'" in str(err.value)
+        get_activation("relu7")
+    assert "'relu7'" in str(err.value)
     for name in ACTIVATIONS.names() + GATED_LAYERS.names():
         assert name in str(err.value)
 
@@ -164,3 +167,56 @@ def test_swiglu_is_silu_of_first_half_times_second():
     x = torch.randn(2, 6)
     a, b = layer.proj(x)[:, :3], layer.proj(x)[:, 3:]
     assert torch.allclose(layer(x), F.silu(a) * b)
+
+
+# Keras 3's formulas (keras.activations), written out: each Keras name must compute its own.
+X = torch.linspace(-8, 8, 161)
+KERAS_FORMULAS = {
+    "relu6": lambda x: x.clamp(0, 6),
+    "hard_sigmoid": lambda x: (x / 6 + 0.5).clamp(0, 1),  # Keras 3: relu6(x + 3) / 6
+    "hard_silu": lambda x: x * (x / 6 + 0.5).clamp(0, 1),  # x * hard_sigmoid(x)
+    "hard_swish": lambda x: x * (x / 6 + 0.5).clamp(0, 1),
+    "softsign": lambda x: x / (1 + x.abs()),
+    "swish": lambda x: x * torch.sigmoid(x),
+    "silu": lambda x: x * torch.sigmoid(x),
+    "linear": lambda x: x,
+    "hard_tanh": lambda x: x.clamp(-1, 1),
+    "log_sigmoid": lambda x: torch.log(torch.sigmoid(x)),
+    "tanh_shrink": lambda x: x - torch.tanh(x),
+    "soft_shrink": lambda x: torch.where(x > 0.5, x - 0.5, torch.where(x < -0.5, x + 0.5, 0.0)),  # threshold 0.5
+    "hard_shrink": lambda x: torch.where(x.abs() > 0.5, x, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_FORMULAS))
+def test_keras_names_compute_keras_formulas(name):
+    assert name in ACTIVATIONS
+    torch.testing.assert_close(get_activation(name)(X), KERAS_FORMULAS[name](X))
+
+
+# (name, defaults, slope of the negative side): torch's, and Keras 3's function defaults.
+SLOPES = [("leaky_relu", "torch", 0.01), ("leaky_relu", "keras", 0.2), ("prelu", "torch", 0.25), ("prelu", "keras", 0.0)]
+
+
+@pytest.mark.parametrize("name, defaults, slope", SLOPES)
+def test_negative_slopes_follow_the_chosen_defaults(name, defaults, slope):
+    kwargs = keras_activation_defaults(name, width=8) if defaults == "keras" else {}
+    act = get_activation(name, **kwargs)
+    x = -torch.rand(4, 8) - 0.5
+    torch.testing.assert_close(act(x), slope * x)
+
+
+def test_keras_layer_slope_and_per_unit_prelu():
+    # keras.layers.LeakyReLU() defaults to 0.3: an explicit argument wins over the function's 0.2
+    from deeptrain.nn.mlp import MLP, MLPConfig
+
+    cfg = MLPConfig(depth=1, width=6, activation="leaky_relu", activation_args={"negative_slope": 0.3}, activation_defaults="keras")
+    assert MLP((4,), 2, cfg).backbone[0].act.negative_slope == 0.3
+    prelu = MLP((4,), 2, MLPConfig(depth=1, width=6, activation="prelu", activation_defaults="keras")).backbone[0].act
+    assert prelu.weight.shape == (6,) and (prelu.weight == 0).all()  # Keras: one slope per unit, from 0
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS.names())
+def test_keras_defaults_differ_only_where_keras_differs(name):
+    expected = {"leaky_relu": {"negative_slope": 0.2}, "prelu": {"num_parameters": 8, "init": 0.0}}
+    assert keras_activation_defaults(name, width=8) == expected.get(name, {})
