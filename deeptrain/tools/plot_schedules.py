@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.optim.lr_scheduler import LRScheduler, OneCycleLR, ReduceLROnPlateau
 
-from deeptrain.training.schedules import ExponentialDecayLR, PiecewiseConstantLR, PowerLR
+from deeptrain.training.schedules import CosineDecayLR, ExponentialDecayLR, PiecewiseConstantLR, PowerLR
 
 
 def _optimizer(lr: float) -> torch.optim.Optimizer:
@@ -78,6 +78,11 @@ def schedule_curves(steps: int = 1000, lr0: float = 0.01) -> dict[str, list[floa
     return {
         f"power: lr0 / (1 + t/{s})": trace(lambda o: PowerLR(o, decay_steps=s), steps, lr0),
         f"exponential: lr0 * 0.1^(t/{steps // 2})": trace(lambda o: ExponentialDecayLR(o, steps // 2), steps, lr0),
+        f"exponential, staircase: lr0 * 0.1^floor(t/{steps // 4})":
+            trace(lambda o: ExponentialDecayLR(o, steps // 4, staircase=True), steps, lr0),
+        f"cosine decay (Keras CosineDecay): warmup {s} steps from lr0/10, alpha 0.01, hold after {steps - 2 * s}":
+            trace(lambda o: CosineDecayLR(o, decay_steps=steps - 3 * s, alpha=0.01, warmup_target=lr0,
+                                          warmup_steps=s), steps, lr0 / 10),
         f"piecewise constant: {lr0:g}, {lr0 / 2:g} at {cut1}, {lr0 / 10:g} at {cut2}":
             trace(lambda o: PiecewiseConstantLR(o, [cut1, cut2], [lr0, lr0 / 2, lr0 / 10]), steps, lr0),
         f"performance: ReduceLROnPlateau(factor 0.5, patience 5), scripted loss every {eval_every} steps":

@@ -14,7 +14,8 @@ def curves():
 
 
 def test_every_schedule_of_the_chapter_is_drawn_over_the_whole_run(curves):
-    assert set(curves) == {"power", "exponential", "piecewise constant", "performance", "1cycle"}
+    assert set(curves) == {"power", "exponential", "exponential, staircase", "cosine decay", "piecewise constant",
+                           "performance", "1cycle"}
     assert all(len(lrs) == STEPS for lrs in curves.values())
 
 
@@ -23,6 +24,15 @@ def test_power_and_exponential_follow_their_formulas(curves):
     assert curves["power"][s] == pytest.approx(LR0 / 2)  # lr0 / (1 + s/s)
     assert curves["power"][3 * s] == pytest.approx(LR0 / 4)
     assert curves["exponential"][STEPS // 2] == pytest.approx(LR0 * 0.1)
+
+
+def test_staircase_steps_at_its_boundaries_and_cosine_warms_up_decays_and_holds(curves):
+    q, s = STEPS // 4, STEPS // 10
+    staircase = curves["exponential, staircase"]
+    assert staircase[q - 1] == pytest.approx(LR0) and staircase[q] == pytest.approx(LR0 * 0.1)
+    cosine = curves["cosine decay"]
+    assert cosine[0] == pytest.approx(LR0 / 10) and cosine[s] == pytest.approx(LR0)  # linear warmup to lr0
+    assert cosine[STEPS - 2 * s] == pytest.approx(0.01 * LR0) and cosine[-1] == pytest.approx(0.01 * LR0)  # holds
 
 
 def test_piecewise_constant_has_three_levels(curves):
