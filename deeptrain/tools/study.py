@@ -34,6 +34,7 @@ import torch
 
 HISTORY = "history.json"
 RESULT = "result.json"
+STARTED = "started"
 MC_SAMPLES = 30
 
 
@@ -186,6 +187,9 @@ def train_trial(trial: dict, report: bool = False) -> dict:
     run_dir = Path(trial["run_dir"] if trial.get("run_dir") else Path(trial["out"]) / "trials" / trial_id())
     if (run_dir / RESULT).exists():  # finished before the driver was restarted
         return json.loads((run_dir / RESULT).read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / STARTED).exists():  # the order of the trials, for the search's history
+        (run_dir / STARTED).write_text(f"{time.time()}\n")
     params = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}"
               for key, value in trial.get("params", {}).items()]
     args = fit_args(Path(trial["config"]), run_dir, [*trial.get("overrides", []), *params], trial.get("seed"))
@@ -244,6 +248,9 @@ def run_trials(trainable: Callable, param_space: dict, out: Path, name: str, cpu
     from ray import tune
 
     trainable = tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+    # Ray saves the study's state at most every 10 s by default: a driver killed in between would
+    # forget the trials that started since; 1 s costs little next to a trial's epochs.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     path = out.resolve() / name
     if restore and tune.Tuner.can_restore(path):
         print(f"resuming the study in {path}", flush=True)

@@ -20,6 +20,7 @@ from deeptrain.nn.normalization import InputNormalizer
 from deeptrain.training.checkpoint_io import check_checkpoint_fits
 from deeptrain.training.compile import compile_step_
 from deeptrain.training.penalties import linear_weights, weight_penalty
+from deeptrain.training.run_hparams import run_hparams
 from deeptrain.training.transfer import InitFrom, apply_init_from, mark_applied, reused_layers
 
 INTERVALS = ("epoch", "step")
@@ -258,7 +259,8 @@ class Classifier(L.LightningModule):
     def on_fit_start(self) -> None:
         # Declare the HParams-view metrics once; their values are logged at each validation end.
         if isinstance(self.logger, TensorBoardLogger):
-            self.logger.log_hyperparams(self.hparams, {name: float("nan") for name in HP_METRICS})
+            hparams = {**self.hparams, **run_hparams(self.trainer)}  # data settings and seed beside the model's
+            self.logger.log_hyperparams(hparams, {name: float("nan") for name in HP_METRICS})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best_val_loss"] = self._best_val_loss  # the hp/ metrics continue after a resume
