@@ -76,7 +76,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(tmp_path, local
             time.sleep(0.5)
         time.sleep(1.5)  # past Ray's next snapshot of the study (every 1 s)
     finally:
-        os.kill(driver.pid, signal.SIGKILL)  # the driver only: Ray's own processes follow it down
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, as a killed job or terminal does
         driver.wait()
     assert len(done) >= 2, "the driver did not finish two trials in time"
     before = {path: (path.stat().st_mtime_ns, path.read_text()) for path in done}
