@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Optional
 
 from deeptrain.tools.study import (  # noqa: F401  (EpochRecorder, best_entry: the names tests and tools import)
-    HISTORY, MC_SAMPLES, RESULT, EpochRecorder, best_entry, fit_trial, ray_session, run_trials, trial_error,
+    HISTORY, MC_SAMPLES, RESULT, EpochRecorder, best_entry, fit_trial, ray_session, require_ray, run_trials,
+    trial_error,
 )
 
 
@@ -46,6 +47,7 @@ def compare(configs: list[str], out: str, seeds: int = 3, overrides: list[str] =
     Returns:
         One result per config and seed, in order (``status`` ``ok``, ``failed``, ``diverged`` or ``error``).
     """
+    require_ray()
     paths = check_compare_args(configs, seeds, cpus_per_trial, gpus_per_trial, max_concurrent)
     root = Path(out).resolve()
     plan = [(config, seed, root / "runs" / config.stem / f"seed{seed}") for config in paths for seed in range(seeds)]

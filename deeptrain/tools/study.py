@@ -117,6 +117,11 @@ def fit_args(config: Path, run_dir: Path, overrides: list[str], seed: Optional[i
             "--trainer.enable_progress_bar=false"]
 
 
+def param_args(params: dict[str, Any]) -> list[str]:
+    """``--dotted.key=value`` for each sampled value (JSON for numbers, lists, booleans)."""
+    return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in params.items()]
+
+
 def train(args: list[str], run_dir: Path, callbacks: list[L.Callback] = (), extras: bool = True) -> dict:
     """``deeptrain fit`` with ``args``, resuming from ``run_dir``'s newest ``last*.ckpt``; the summary
     of the run (the epoch early stopping kept, timing, and with ``extras`` MC-dropout and test accuracy)."""
@@ -190,8 +195,7 @@ def train_trial(trial: dict, report: bool = False) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / STARTED).exists():  # the order of the trials, for the search's history
         (run_dir / STARTED).write_text(f"{time.time()}\n")
-    params = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}"
-              for key, value in trial.get("params", {}).items()]
+    params = param_args(trial.get("params", {}))
     args = fit_args(Path(trial["config"]), run_dir, [*trial.get("overrides", []), *params], trial.get("seed"))
     try:
         result = train(args, run_dir, [RayReport] if report else [], extras=trial.get("extras", True))
@@ -214,6 +218,16 @@ def node_id() -> Optional[str]:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def require_ray() -> None:
+    """A clear error when the ``studies`` extra is missing."""
+    try:
+        import optuna  # noqa: F401
+        import ray.tune  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"compare and tune run on Ray Tune and Optuna ({err}); "
+                          "install them with: pip install 'deeptrain[studies]'") from err
 
 
 @contextlib.contextmanager

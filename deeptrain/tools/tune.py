@@ -30,7 +30,7 @@ from typing import Any, Optional
 import yaml
 
 from deeptrain.tools.compare import check_resources
-from deeptrain.tools.study import RESULT, STARTED, fit_trial, ray_session, run_trials, trial_error
+from deeptrain.tools.study import RESULT, STARTED, fit_trial, ray_session, require_ray, run_trials, trial_error
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 METRICS = {"val_acc": "max", "val_loss": "min"}
@@ -67,6 +67,7 @@ def tune(config: str, space: str, out: str, num_samples: int = 20, metric: str =
     Returns:
         The best trial: its ``params``, ``metric`` value, ``trial`` id and the ``config`` path written.
     """
+    require_ray()
     domains = load_space(space)
     check_tune_args(config, num_samples, metric, mode, grace_period, cpus_per_trial, gpus_per_trial, max_concurrent)
     root = Path(out).resolve()

@@ -7,15 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 from study_helpers import needs_data, ray_env, tiny_config
 
-from deeptrain.tools.study import RESULT, ray_session
+from deeptrain.tools.study import RESULT, param_args, ray_session
 from deeptrain.tools.tune import load_space, tune, write_best_config
 
 LR = "model.optimizer.init_args.lr"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,19 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(tmp_path, local
     assert len(trials) == 4 and all(t["status"] == "ok" for t in trials)
     assert {path: (path.stat().st_mtime_ns, path.read_text()) for path in done} == before  # not trained again
     assert {p.parent.name for p in done} <= {t["trial"] for t in trials}
+
+
+@needs_data
+def test_the_shipped_space_names_keys_that_fit_accepts(tmp_path, monkeypatch):
+    from deeptrain.cli import build_cli
+
+    monkeypatch.chdir(tmp_path)
+    domains = load_space(str(ROOT / "configs" / "spaces" / "mlp.yaml"))
+    sample = {key: d.sample() for key, d in domains.items()}
+    cli = build_cli(["--config", str(ROOT / "configs" / "fashion_mnist" / "mlp.yaml"), *param_args(sample),
+                     "--trainer.logger=false"], run=False, parser_kwargs={"exit_on_error": False})
+    assert cli.config["model"]["net"]["dropout"] == pytest.approx(sample["model.net.dropout"])
+    assert cli.config["model"]["lr_scheduler"]["init_args"]["max_lr"] == pytest.approx(sample["model.lr_scheduler.init_args.max_lr"])
 
 
 def test_the_space_maps_dotted_keys_to_ray_distributions(tmp_path):
