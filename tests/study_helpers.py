@@ -3,6 +3,9 @@ SIGKILLs its own process once (what a lost node or the OOM killer does to a tria
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -49,3 +52,21 @@ class KillOnce(L.Callback):
         if trainer.global_step == self.at_step and not self.marker.exists():
             self.marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_driver_when(code: str, results: str, count: int, timeout: float = 240) -> list[Path]:
+    """Runs ``code`` in a new Python process (a study's driver), SIGKILLs it and the Ray it started
+    once ``count`` files match the glob ``results``; the files that did."""
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while len(done := sorted(Path("/").glob(results.lstrip("/")))) < count and time.time() < deadline \
+                and driver.poll() is None:
+            time.sleep(0.5)
+        time.sleep(1.5)  # past Ray's next snapshot of the study (every 1 s)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # as a killed job or a closed terminal does
+        driver.wait()
+    assert len(done) >= count, f"the driver did not write {count} results in {timeout} s"
+    return done

@@ -122,16 +122,17 @@ def param_args(params: dict[str, Any]) -> list[str]:
     return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in params.items()]
 
 
-def train(args: list[str], run_dir: Path, callbacks: list[L.Callback] = (), extras: bool = True) -> dict:
+def train(args: list[str], run_dir: Path, report: bool = False, extras: bool = True) -> dict:
     """``deeptrain fit`` with ``args``, resuming from ``run_dir``'s newest ``last*.ckpt``; the summary
-    of the run (the epoch early stopping kept, timing, and with ``extras`` MC-dropout and test accuracy)."""
+    of the run (the epoch early stopping kept, timing, and with ``extras`` MC-dropout and test accuracy).
+    With ``report`` (inside a Ray trial) each validation epoch goes to Ray Tune."""
     from deeptrain.cli import build_cli
     from deeptrain.nn.mc_dropout import has_dropout, mc_predict
 
     run_dir.mkdir(parents=True, exist_ok=True)
     cli = build_cli(args, run=False, parser_kwargs={"exit_on_error": False})  # a bad key raises, not exits
     recorder = EpochRecorder(run_dir / HISTORY)
-    cli.trainer.callbacks.extend([recorder, *(c(recorder) if isinstance(c, type) else c for c in callbacks)])
+    cli.trainer.callbacks.extend([recorder, *([RayReport(recorder)] if report else [])])
     # the newest of the epoch-end last.ckpt and the checkpoint a Ctrl-C / SIGTERM wrote
     saved = [p for p in (run_dir / "checkpoints").glob("last*.ckpt") if p.is_file()]
     last = max(saved, key=lambda p: p.stat().st_mtime) if saved else None
@@ -198,7 +199,7 @@ def train_trial(trial: dict, report: bool = False) -> dict:
     params = param_args(trial.get("params", {}))
     args = fit_args(Path(trial["config"]), run_dir, [*trial.get("overrides", []), *params], trial.get("seed"))
     try:
-        result = train(args, run_dir, [RayReport] if report else [], extras=trial.get("extras", True))
+        result = train(args, run_dir, report, extras=trial.get("extras", True))
     except (Exception, SystemExit) as err:
         if (result := failure(err, run_dir)) is None:
             raise

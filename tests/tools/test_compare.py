@@ -1,7 +1,7 @@
 """`deeptrain compare` on Ray Tune: configs x seeds as concurrent trials, the report, resume and failures."""
 
 import pytest
-from study_helpers import needs_data, ray_env, tiny_config
+from study_helpers import kill_driver_when, needs_data, ray_env, tiny_config
 
 from deeptrain.tools import compare as compare_module
 from deeptrain.tools.compare import compare, summarize
@@ -60,6 +60,19 @@ def test_a_sigkilled_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path, 
     # killed at step 6 (epoch 1, batch 2); the retry started from the epoch-0 last.ckpt (step 4), not from 0
     assert (tmp_path / "killed.starts").read_text().split() == ["0", "4"]
     assert [h["epoch"] for h in result["history"]] == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_without_redoing_finished_runs(tmp_path, local_ray, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    configs = [str(tiny_config(tmp_path, name, max_epochs=1)) for name in ("a", "b", "c")]
+    out = tmp_path / "study"
+    done = kill_driver_when(f"from deeptrain.tools.compare import compare; compare({configs!r}, {str(out)!r}, seeds=1, "
+                            "max_concurrent=1)", f"{out}/runs/*/seed0/{RESULT}", 1)
+    before = {path: (path.stat().st_mtime_ns, path.read_text()) for path in done}
+    results = compare(configs, str(out), seeds=1)
+    assert [r["status"] for r in results] == ["ok", "ok", "ok"]
+    assert {path: (path.stat().st_mtime_ns, path.read_text()) for path in done} == before  # not trained again
 
 
 @pytest.mark.slow

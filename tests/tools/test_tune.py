@@ -2,16 +2,11 @@
 
 import csv
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from study_helpers import needs_data, ray_env, tiny_config
+from study_helpers import kill_driver_when, needs_data, ray_env, tiny_config
 
 from deeptrain.tools.study import RESULT, param_args, ray_session
 from deeptrain.tools.tune import load_space, tune, write_best_config
@@ -70,17 +65,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(tmp_path, local
     monkeypatch.chdir(tmp_path)
     config, space, out = tiny_config(tmp_path, "sgd", lr=0.1), lr_space(tmp_path, 1e-2, 1.0), tmp_path / "search"
     args = f"{str(config)!r}, {str(space)!r}, {str(out)!r}, num_samples=4, max_concurrent=1"
-    driver = subprocess.Popen([sys.executable, "-c", f"from deeptrain.tools.tune import tune; tune({args})"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 240
-        while len(done := sorted(out.glob(f"trials/*/{RESULT}"))) < 2 and time.time() < deadline and driver.poll() is None:
-            time.sleep(0.5)
-        time.sleep(1.5)  # past Ray's next snapshot of the study (every 1 s)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, as a killed job or terminal does
-        driver.wait()
-    assert len(done) >= 2, "the driver did not finish two trials in time"
+    done = kill_driver_when(f"from deeptrain.tools.tune import tune; tune({args})", f"{out}/trials/*/{RESULT}", 2)
     before = {path: (path.stat().st_mtime_ns, path.read_text()) for path in done}
     tune(str(config), str(space), str(out), num_samples=4, max_concurrent=1)
     trials = read_trials(out)
