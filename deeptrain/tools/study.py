@@ -19,7 +19,6 @@ cluster): a retried trial may land on another node and reads its ``last.ckpt`` t
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -160,9 +159,11 @@ def train(args: list[str], run_dir: Path, report: bool = False, extras: bool = T
 def failure(err: BaseException, run_dir: Path) -> Optional[dict]:
     """The result of a trial that a bad config or a diverging loss ended; None for anything else
     (a bug, a lost process), which Ray retries."""
+    from jsonargparse import ArgumentError  # an unknown key or a value of the wrong type
+
     from deeptrain.cli import USER_ERRORS, user_message
 
-    if not isinstance(err, (*USER_ERRORS, argparse.ArgumentError)):
+    if not isinstance(err, (*USER_ERRORS, ArgumentError)):
         return None
     status = "diverged" if isinstance(err, FloatingPointError) else "failed"
     history = json.loads((run_dir / HISTORY).read_text()) if (run_dir / HISTORY).exists() else []

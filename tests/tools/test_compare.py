@@ -1,11 +1,13 @@
 """`deeptrain compare` on Ray Tune: configs x seeds as concurrent trials, the report, resume and failures."""
 
+import json
+
 import pytest
 from study_helpers import kill_driver_when, needs_data, ray_env, tiny_config
 
 from deeptrain.tools import compare as compare_module
 from deeptrain.tools.compare import compare, summarize
-from deeptrain.tools.study import RESULT, ray_session
+from deeptrain.tools.study import RESULT, ray_session, train_trial
 
 pytestmark = needs_data
 
@@ -102,3 +104,15 @@ def test_the_report_gives_mean_std_and_min_over_seeds():
     runs = [{"config": "a", "seed": s, "val_acc": acc, "val_loss": 1.0, "best_epoch": 1, "epochs_run": 2,
              "sec_per_epoch": 1.0, "wall_to_best_s": 2.0} for s, acc in enumerate([0.5, 0.7, 0.6])]
     assert "| a | 3 | 60.00% ± 10.00% (50.00%) | 1.000 ± 0.000 (1.000) | – | – | 1.0 | 2.0 | 1.0 | 2 s |" in summarize(runs)
+
+
+@pytest.mark.parametrize("override, status, message", [
+    ("--model.nosuch=1", "failed", "unrecognized arguments: --model.nosuch=1"),
+    ("--model.optimizer.init_args.lr=1e6", "diverged", "non-finite training loss"),
+])
+def test_a_bad_key_fails_and_a_diverging_loss_is_reported_without_retry(tmp_path, monkeypatch, override, status, message):
+    monkeypatch.chdir(tmp_path)
+    run = {"config": str(tiny_config(tmp_path, "run")), "run_dir": str(tmp_path / "run"), "overrides": [override], "seed": 0}
+    result = train_trial(run)  # returns (Ray would retry an exception): the error is the config's, not the process's
+    assert result["status"] == status and message in result["error"] and "\n" not in result["error"]
+    assert json.loads((tmp_path / "run" / RESULT).read_text())["status"] == status
