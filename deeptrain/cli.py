@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-import typing
 import os
+import re
 import sys
+import typing
 import warnings
 from argparse import SUPPRESS
 from importlib import import_module
@@ -60,6 +61,8 @@ COMMANDS: dict[str, str] = {
     "export": "deeptrain.tools.export:export",
     "diagnose": "deeptrain.tools.diagnose:diagnose",
     "schedules": "deeptrain.tools.plot_schedules:schedules",
+    "compare": "deeptrain.tools.compare:compare",
+    "tune": "deeptrain.tools.tune:tune",
     "autoencoder": "deeptrain.tools.autoencoder:autoencoder",
 }
 # One line each in `deeptrain --help` (Lightning's own docstrings run to a paragraph).
@@ -89,6 +92,24 @@ def is_model_command(function: Callable[..., Any]) -> bool:
 
 def model_annotation(function: Callable[..., Any]) -> type:
     return typing.get_type_hints(function).get("model", Classifier)
+
+
+def positional_lists(function: Callable[..., Any]) -> list[str]:
+    """Required ``list[...]`` parameters: given as ``deeptrain compare a.yaml b.yaml``."""
+    hints = typing.get_type_hints(function)
+    return [name for name, p in inspect.signature(function).parameters.items()
+            if p.default is inspect.Parameter.empty and typing.get_origin(hints.get(name)) is list]
+
+
+def parameter_help(function: Callable[..., Any], name: str) -> str:
+    from docstring_parser import parse  # jsonargparse[signatures] reads the other parameters' help with it
+
+    return next((p.description for p in parse(inspect.getdoc(function)).params if p.arg_name == name), "")
+
+
+def summary(function: Callable[..., Any]) -> str:
+    """A docstring without its ``Args:``/``Returns:`` sections (the options' help shows those)."""
+    return re.split(r"\n\s*(?:Args|Returns|Raises|Examples?):\n", inspect.getdoc(function))[0].strip()
 
 
 def description(function: Callable[..., Any]) -> str:
@@ -146,19 +167,26 @@ class DeeptrainCLI(LightningCLI):
 
     def _command_parser(self, name: str, function: Callable[..., Any], **kwargs: Any) -> LightningArgumentParser:
         """A model command gets fit's options (its ``model`` annotation is the model class) and its
-        function's; a command that needs no config only its function's (``--config`` loads those)."""
-        parser = self.init_parser(description=inspect.getdoc(function), **kwargs)
+        function's; a command that needs no config only its function's, with a required list (the
+        configs of ``compare``) as positional arguments."""
         if is_model_command(function):
+            parser = self.init_parser(description=summary(function), **kwargs)
             model_class, self._model_class = self._model_class, model_annotation(function)
             try:
                 self._add_arguments(parser)
             finally:
                 self._model_class = model_class
-        else:  # LightningCLI seeds every command; these take their own seed where they need one
+            parser.set_defaults(COMMAND_DEFAULTS.get(name, {}))
+            skip = MODEL_ARGS & set(inspect.signature(function).parameters)
+        else:  # no --config file of fit's kind: `tune --config` is the fit config the search starts from
+            parser = self.parser_class(description=summary(function), **kwargs)
+            # LightningCLI seeds every command; these take their own seed where they need one
             parser.add_argument("--seed_everything", type=Union[bool, int], default=False, help=SUPPRESS)
-        parser.set_defaults(COMMAND_DEFAULTS.get(name, {}))
-        skip = MODEL_ARGS & set(inspect.signature(function).parameters)
-        self._subcommand_method_arguments[name] = parser.add_function_arguments(function, skip=skip)
+            skip = set(positional_lists(function))
+            for key in skip:
+                parser.add_argument(key, nargs="+", help=parameter_help(function, key))
+        added = parser.add_function_arguments(function, skip=skip)
+        self._subcommand_method_arguments[name] = added + sorted(skip - MODEL_ARGS)
         return parser
 
     def instantiate_classes(self) -> None:

@@ -21,6 +21,7 @@ from deeptrain.nn.normalization import InputNormalizer
 from deeptrain.training.checkpoint_io import check_checkpoint_fits
 from deeptrain.training.compile import compile_step_
 from deeptrain.training.penalties import linear_weights, weight_penalty
+from deeptrain.training.run_hparams import run_hparams
 from deeptrain.training.tensorboard import declare_hparams, purge_replayed_steps
 from deeptrain.training.transfer import InitFrom, apply_init_from, mark_applied, reused_layers
 
@@ -291,8 +292,9 @@ class Classifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         # Declare the HParams-view metrics once; their values are logged at each validation end.
+        hparams = {**self.hparams, **run_hparams(self.trainer)}  # data settings and seed beside the model's
         for logger in self._tensorboard_loggers():
-            declare_hparams(logger, self.hparams, HP_METRICS)
+            declare_hparams(logger, hparams, HP_METRICS)
 
     def on_train_start(self) -> None:
         if self.trainer.global_step > 0:  # resumed: steps from here on were maybe logged before the kill
