@@ -105,11 +105,14 @@ def test_each_command_has_its_own_help(command, capsys):
     out = help_of([command], capsys)
     assert out.startswith(f"usage: deeptrain [options] {command} ")
     takes_a_config = command in LIGHTNING_COMMANDS or cli_module.is_model_command(cli_module.command_function(command))
-    assert ("--data.batch_size" in out) == takes_a_config and ("--trainer.max_epochs" in out) == takes_a_config
+    assert ("--data.batch_size BATCH_SIZE" in out) == takes_a_config
+    assert ("--trainer.max_epochs MAX_EPOCHS" in out) == takes_a_config
     if command in COMMANDS:  # its own options, from its signature, with the docstring's help
         function = cli_module.command_function(command)
-        own = [p for p in inspect.signature(function).parameters if p not in cli_module.MODEL_ARGS]
+        positional = cli_module.positional_lists(function) if not takes_a_config else []
+        own = [p for p in inspect.signature(function).parameters if p not in cli_module.MODEL_ARGS | set(positional)]
         assert all(f"--{p} " in out for p in own), own
+        assert all(f"{p} [{p} ...]" in out for p in positional), positional
 
 
 def test_no_module_parses_by_hand_or_edits_sys_argv():
@@ -217,3 +220,26 @@ def test_predict_in_bfloat16_agrees_with_float32(trained_run):
     full, half = tables["32-true"], tables["bf16-true"]
     assert (full.argmax(1) == half.argmax(1)).mean() > 0.99
     assert 0 < np.abs(full - half).max() < 0.05  # really computed in bfloat16, and close
+
+
+@pytest.mark.parametrize("command, args, expected", [
+    ("compare", ["a.yaml", "b.yaml", "--out", "o", "--seeds", "2", "--overrides", "[--trainer.max_epochs=1]"],
+     {"configs": ["a.yaml", "b.yaml"], "out": "o", "seeds": 2, "overrides": ["--trainer.max_epochs=1"]}),
+    ("tune", ["--config", "c.yaml", "--space", "s.yaml", "--out", "o", "--asha", "true"],
+     {"config": "c.yaml", "space": "s.yaml", "out": "o", "asha": True}),
+])
+def test_study_commands_take_their_options_from_the_command_line(command, args, expected, monkeypatch):
+    import functools
+    import importlib
+
+    module = importlib.import_module(f"deeptrain.tools.{command}")
+    original = getattr(module, command)
+    received = {}
+
+    @functools.wraps(original)
+    def record(**kwargs):
+        received.update(kwargs)
+
+    monkeypatch.setattr(module, command, record)
+    main([command, *args])
+    assert {k: received[k] for k in expected} == expected
