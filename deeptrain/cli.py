@@ -336,7 +336,7 @@ def build_cli(args: Optional[list[str]] = None, run: bool = True, **kwargs: Any)
         seed_everything_default=42,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"logger": LOGGER_DEFAULT, "callbacks": [LearningRateMonitor(logging_interval="step")]},
-        parser_kwargs={"prog": "deeptrain", "description": DESCRIPTION},
+        parser_kwargs={"prog": "deeptrain", "description": DESCRIPTION, **kwargs.pop("parser_kwargs", {})},
         args=args,
         run=run,
         **kwargs,

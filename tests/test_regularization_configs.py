@@ -36,14 +36,12 @@ def test_test_and_predict_default_to_the_newest_best_checkpoint(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from deeptrain.cli import resolve_best_checkpoint
+    from deeptrain.training.runs import resolve_best_checkpoint
 
     trainer = L.Trainer(logger=TensorBoardLogger(tmp_path, name="run"), callbacks=[ModelCheckpoint(monitor="val_loss")],
                         default_root_dir=tmp_path)
-    with pytest.warns(UserWarning, match="freshly initialized"):
-        assert resolve_best_checkpoint(trainer) is None
-    with pytest.raises(FileNotFoundError, match="--ckpt_path best"):
-        resolve_best_checkpoint(trainer, required=True)
+    with pytest.raises(FileNotFoundError, match="no best.*--ckpt_path none to use freshly initialized weights"):
+        resolve_best_checkpoint(trainer)
     for version, mtime in (("version_0", 2_000_000_000), ("version_1", 1_000_000_000)):
         folder = tmp_path / "run" / version / "checkpoints"
         folder.mkdir(parents=True)

@@ -71,5 +71,5 @@ def test_an_image_cache_that_cannot_be_written_is_a_warning_not_an_error(tiny_im
 
     monkeypatch.setattr(torch, "save", full)
     with pytest.warns(UserWarning, match="could not cache the decoded images in .*next run decodes them again"):
-        images, labels = load_split(tiny_images / "train", ["c0", "c1", "c2"], cache_dir=tmp_path / "cache")
-    assert images.shape == (96, 1, 4, 4) and len(labels) == 96
+        split = load_split(tiny_images / "train", ["c0", "c1", "c2"], cache_dir=tmp_path / "cache")
+    assert split.images.shape == (96, 1, 4, 4) and len(split.labels) == 96 and len(split.files) == 96
