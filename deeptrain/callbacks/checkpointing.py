@@ -133,7 +133,7 @@ class InterruptCheckpoint(Checkpoint):
             return
         if self.dirpath is None:
             self._resolve_dirpath(trainer)
-        trainer.save_checkpoint(self.ckpt_path)
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # full state: the run resumes from it
         self.saved_path = self.ckpt_path
         # read by deeptrain.cli.main to print where to resume from and pick the exit code
         exception.checkpoint_path = self.ckpt_path  # type: ignore[attr-defined]
