@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from PIL import Image
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -299,45 +298,7 @@ def test_penalize_output_false_excludes_the_output_layer():
     assert hidden.net.head.weight.grad is None and hidden.net.hidden_linears()[0].weight.grad.abs().sum() > 0
 
 
-# ---- the preset: one place that turns Keras semantics on ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("img")
-    g = np.random.default_rng(0)
-    for name in ("cat", "dog", "owl"):
-        (root / "train" / name).mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(g.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(root / "train" / name / f"{i}.png")
-    return root
-
-
-def build(configs, image_folder, tmp_path, monkeypatch, *extra):
-    from deeptrain.cli import build_cli
-
-    monkeypatch.chdir(tmp_path)
-    args = [a for c in configs for a in ("--config", str(ROOT / c))]
-    return build_cli([*args, "--trainer.logger=false", "--data.dataset", "image_folder",
-                      "--data.data_dir", str(image_folder), "--data.val_size", "6", *extra], run=False)
-
-
-def test_keras_preset_on_exercise_8c_keeps_its_values_and_switches_semantics(image_folder, tmp_path, monkeypatch):
-    cli = build(["configs/cifar10/batchnorm.yaml", "configs/presets/keras.yaml"], image_folder, tmp_path, monkeypatch)
-    bns = [m for m in cli.model.net.modules() if isinstance(m, nn.BatchNorm1d)]
-    assert len(bns) == 21  # the input BN and one per hidden layer
-    assert all(type(bn) is KerasBatchNorm1d and (bn.momentum, bn.eps) == (0.01, 1e-3) for bn in bns)
-    opt = cli.model.optimizer(cli.model.parameters())
-    assert isinstance(opt, torch.optim.NAdam)
-    assert (opt.defaults["lr"], opt.defaults["eps"], opt.defaults["momentum_decay"]) == (5e-4, 1e-7, 1.0)  # lr kept
-
-
-def test_keras_preset_gives_keras_leaky_relu_slope(image_folder, tmp_path, monkeypatch):
-    torch_mode = build(["configs/presets/low_latency.yaml"], image_folder, tmp_path, monkeypatch)
-    keras_mode = build(["configs/presets/low_latency.yaml", "configs/presets/keras.yaml"], image_folder, tmp_path, monkeypatch)
-    slope = lambda cli: {m.negative_slope for m in cli.model.net.modules() if isinstance(m, nn.LeakyReLU)}
-    assert slope(torch_mode) == {0.01} and slope(keras_mode) == {0.2}
-
+# ---- every chapter config says which semantics it uses (the preset's tests: tests/test_presets.py) ---
 
 CHAPTER_CONFIGS = sorted(
     p for folder in ("cifar10", "fashion_mnist", "presets") for p in (ROOT / "configs" / folder).glob("*.yaml")

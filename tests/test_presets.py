@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 import yaml
 from PIL import Image
 
 from deeptrain.cli import build_cli
+from deeptrain.nn.normalization import KerasBatchNorm1d
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ROOT / "configs" / "presets"
@@ -90,3 +92,27 @@ def test_onecycle_overlay_combines_with_a_preset(image_folder, tmp_path, monkeyp
     scheduler = cli.trainer.lr_scheduler_configs[0]
     assert isinstance(scheduler.scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.interval == "step"
     assert scheduler.scheduler.total_steps == 2 * 4  # 30 images / batch 8 = 4 steps per epoch
+
+
+# ---- the Keras preset: one place that turns Keras semantics on (docs/keras.md)
+def folder_args(image_folder):
+    return ["--data.dataset", "image_folder", "--data.data_dir", str(image_folder), "--data.val_size", "6"]
+
+
+def test_keras_preset_on_exercise_8c_keeps_its_values_and_switches_semantics(image_folder, tmp_path, monkeypatch):
+    cli = build([ROOT / "configs/cifar10/batchnorm.yaml", PRESETS / "keras.yaml"], folder_args(image_folder), tmp_path,
+                monkeypatch)
+    bns = [m for m in cli.model.net.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert len(bns) == 21  # the input BN and one per hidden layer
+    assert all(type(bn) is KerasBatchNorm1d and (bn.momentum, bn.eps) == (0.01, 1e-3) for bn in bns)
+    opt = cli.model.optimizer(cli.model.parameters())
+    assert isinstance(opt, torch.optim.NAdam)
+    assert (opt.defaults["lr"], opt.defaults["eps"], opt.defaults["momentum_decay"]) == (5e-4, 1e-7, 1.0)  # lr kept
+
+
+def test_keras_preset_gives_keras_leaky_relu_slope(image_folder, tmp_path, monkeypatch):
+    torch_mode = build([PRESETS / "low_latency.yaml"], folder_args(image_folder), tmp_path, monkeypatch)
+    keras_mode = build([PRESETS / "low_latency.yaml", PRESETS / "keras.yaml"], folder_args(image_folder), tmp_path,
+                       monkeypatch)
+    slope = lambda cli: {m.negative_slope for m in cli.model.net.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slope(torch_mode) == {0.01} and slope(keras_mode) == {0.2}

@@ -57,3 +57,14 @@ class TinyData(L.LightningDataModule):
         return InMemoryLoader(self.x, self.y, self.batch_size)
 
     val_dataloader = test_dataloader = predict_dataloader = _batches
+
+
+class CrashAt(L.Callback):
+    """Raises at the start of optimizer step ``step``: a crash that a resume must survive."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise RuntimeError("killed")

@@ -13,7 +13,7 @@ from deeptrain.callbacks.finetuning import FreezeUnfreeze
 from deeptrain.nn.mlp import MLPConfig
 from deeptrain.training.module import Classifier
 from deeptrain.training.schedules import ExponentialDecayLR, PiecewiseConstantLR, PowerLR
-from tiny_data import TinyData
+from tiny_data import CrashAt, TinyData
 
 
 class ModeProbe(L.Callback):
@@ -169,15 +169,6 @@ def test_unfreezing_works_with_every_schedule_and_the_new_group_follows_it_at_lr
     after = probe.lrs[4:]
     assert len({first for first, _ in after}) > 1  # the schedule moves while both groups train
     assert [second for _, second in after] == pytest.approx([first / 4 for first, _ in after], rel=1e-6)
-
-
-class CrashAt(L.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, *args):
-        if trainer.global_step == self.step:
-            raise RuntimeError("killed")
 
 
 @pytest.mark.parametrize("name", ["onecycle", "power"])

@@ -3,22 +3,13 @@
 import json
 
 import pytest
-from study_helpers import kill_driver_when, needs_data, ray_env, tiny_config
+from study_helpers import kill_driver_when, local_ray, needs_data, tiny_config
 
 from deeptrain.tools import compare as compare_module
 from deeptrain.tools.compare import compare, summarize
-from deeptrain.tools.study import RESULT, ray_session, train_trial
+from deeptrain.tools.study import RESULT, train_trial
 
 pytestmark = needs_data
-
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    """One local 2-CPU Ray for this module's studies (compare uses a Ray it finds running)."""
-    with pytest.MonkeyPatch.context() as mp:
-        ray_env(mp, tmp_path_factory.mktemp("r"))
-        with ray_session(num_cpus=2):
-            yield
 
 
 @pytest.mark.slow

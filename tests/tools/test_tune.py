@@ -6,21 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from study_helpers import kill_driver_when, needs_data, ray_env, tiny_config
+from study_helpers import kill_driver_when, local_ray, needs_data, tiny_config
 
-from deeptrain.tools.study import RESULT, fit_trial, param_args, ray_session
+from deeptrain.tools.study import RESULT, fit_trial, param_args
 from deeptrain.tools.tune import load_space, tune, write_best_config
 
 LR = "model.optimizer.init_args.lr"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        ray_env(mp, tmp_path_factory.mktemp("r"))
-        with ray_session(num_cpus=2):
-            yield
 
 
 def lr_space(folder, low=1e-2, high=1e4):

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
-from tiny_data import TinyData
+from tiny_data import CrashAt, TinyData
 
 from deeptrain.callbacks.checkpointing import PeriodicCheckpoint
 from deeptrain.nn.mlp import MLPConfig
@@ -61,15 +61,6 @@ def test_hyperparameters_reach_the_hparams_tab_with_the_best_epoch_metrics_and_n
     val_losses = [e.value for e in accumulator.Scalars("val_loss")]
     assert best[-1].value == pytest.approx(min(val_losses))
     assert best[0].step > 0  # logged at the first validation, not as a step-0 placeholder
-
-
-class CrashAt(L.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, *args):
-        if trainer.global_step == self.step:
-            raise RuntimeError("killed")
 
 
 def test_after_a_resume_every_step_is_shown_once(tmp_path):
