@@ -7,7 +7,6 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
