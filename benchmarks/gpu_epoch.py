@@ -32,7 +32,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from common import NETS, add_common_args, alternate, machine, new_classifier, print_table, setup_threads, write_json
+from common import add_common_args, alternate, machine, new_classifier, print_table, setup_threads, write_json
 from deeptrain.data.datamodule import ImageDataModule
 from deeptrain.data.loader import InMemoryLoader
 from deeptrain.data.sources import DatasetSplits, ImageArrays

@@ -19,26 +19,26 @@ import pytest
 SKIP = {".git", ".venv", ".ci-venv", "__pycache__"}  # not the suite's: environments and git
 
 
+# At import, before any test module or helper (imported by a deeper conftest) reads the environment.
+if _data := os.environ.get("DEEPTRAIN_DATA_DIR"):
+    os.environ["DEEPTRAIN_DATA_DIR"] = str(Path(_data).resolve())
+CACHES = Path(tempfile.mkdtemp(prefix="deeptrain-test-caches-"))
+for _variable, _name in (("DEEPTRAIN_CACHE_DIR", "deeptrain"), ("MPLCONFIGDIR", "matplotlib"),
+                         ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
+    os.environ[_variable] = str(CACHES / _name)
+os.environ.setdefault("MPLBACKEND", "Agg")  # no display needed
+os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # subprocesses
+sys.dont_write_bytecode = True
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    if data := os.environ.get("DEEPTRAIN_DATA_DIR"):
-        os.environ["DEEPTRAIN_DATA_DIR"] = str(Path(data).resolve())
-    caches = Path(tempfile.mkdtemp(prefix="deeptrain-test-caches-"))
-    config._deeptrain_caches = caches
-    for variable, name in (("DEEPTRAIN_CACHE_DIR", "deeptrain"), ("MPLCONFIGDIR", "matplotlib"),
-                           ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
-        os.environ[variable] = str(caches / name)
-    os.environ.setdefault("MPLBACKEND", "Agg")  # no display needed
-    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # subprocesses
-    sys.dont_write_bytecode = True
     config._deeptrain_before = snapshot(Path.cwd()), snapshot(user_cache())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    caches = getattr(config, "_deeptrain_caches", None)
-    if caches is not None:
-        import shutil
+    import shutil
 
-        shutil.rmtree(caches, ignore_errors=True)
+    shutil.rmtree(CACHES, ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)

@@ -12,7 +12,6 @@ import lightning as L
 import pytest
 import yaml
 
-from deeptrain.tools.study import ray_session
 
 TESTS = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("DEEPTRAIN_DATA_DIR", TESTS.parents[1] / "shared" / "data"))
@@ -73,11 +72,3 @@ def kill_driver_when(code: str, results: str, count: int, timeout: float = 240) 
     assert len(done) >= count, f"the driver did not write {count} results in {timeout} s"
     return done
 
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    """One local 2-CPU Ray for a module's studies (compare and tune use a Ray they find running)."""
-    with pytest.MonkeyPatch.context() as mp:
-        ray_env(mp, tmp_path_factory.mktemp("r"))
-        with ray_session(num_cpus=2):
-            yield

@@ -81,7 +81,7 @@ def test_logs_every_n_steps_and_the_update_ratio_of_plain_sgd(tmp_path):
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
 def test_clipping_is_counted_and_the_norm_after_it_measured(tmp_path, algorithm):
     logger = MemoryLogger()
-    trainer = fit(tmp_path, classifier(), [GradientNormLogger(every_n_steps=4)], logger,
+    fit(tmp_path, classifier(), [GradientNormLogger(every_n_steps=4)], logger,
                   gradient_clip_val=1e-4, gradient_clip_algorithm=algorithm)
     total, after = logger.series("grad_norm/total"), logger.series("clip/grad_norm_after")
     assert logger.series("clip/active_fraction") == {0: 1.0, 4: 1.0}  # a tiny threshold clips every step

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from study_helpers import kill_driver_when, local_ray, needs_data, tiny_config
+from study_helpers import kill_driver_when, needs_data, tiny_config
 
 from deeptrain.tools import compare as compare_module
 from deeptrain.tools.compare import compare, summarize
@@ -105,5 +105,5 @@ def test_a_bad_key_fails_and_a_diverging_loss_is_reported_without_retry(tmp_path
     monkeypatch.chdir(tmp_path)
     run = {"config": str(tiny_config(tmp_path, "run")), "run_dir": str(tmp_path / "run"), "overrides": [override], "seed": 0}
     result = train_trial(run)  # returns (Ray would retry an exception): the error is the config's, not the process's
-    assert result["status"] == status and message in result["error"] and "\n" not in result["error"]
+    assert result["status"] == status and message in result["error"] and "\n" not in result["error"], result["error"]
     assert json.loads((tmp_path / "run" / RESULT).read_text())["status"] == status

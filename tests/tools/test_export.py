@@ -3,7 +3,6 @@ import pytest
 import sys
 
 import lightning as L
-import pytest
 import torch
 from torch import nn
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from study_helpers import kill_driver_when, local_ray, needs_data, tiny_config
+from study_helpers import kill_driver_when, needs_data, tiny_config
 
 from deeptrain.tools.study import RESULT, fit_trial, param_args
 from deeptrain.tools.tune import load_space, tune, write_best_config

@@ -50,7 +50,7 @@ def hparams_session(accumulator: EventAccumulator) -> tuple[dict, list[str]]:
 
 
 def test_hyperparameters_reach_the_hparams_tab_with_the_best_epoch_metrics_and_no_nan(tmp_path):
-    trainer = fit(tmp_path, max_epochs=3)
+    fit(tmp_path, max_epochs=3)
     accumulator = events(tmp_path)
     values, metrics = hparams_session(accumulator)
     assert metrics == list(HP_METRICS)
