@@ -1,0 +1,224 @@
+"""The user's path: an epoch of ``deeptrain fit`` against a plain PyTorch loop, and what each default costs.
+
+``deeptrain fit`` side: the command line's machinery, ``build_cli([...], run=False)`` on
+configs/cifar10/baseline.yaml, then ``cli.trainer.fit(cli.model, datamodule=cli.datamodule)``
+with every default: TensorBoard logger, per-step LR monitor, progress bar, validation every
+epoch, early stopping (best weights kept), the best checkpoint, ``last.ckpt`` every 500 steps
+and at each epoch end (``AtomicCheckpointIO``), the Ctrl-C/SIGTERM checkpoint, the exact-resume
+state and the non-finite loss guard.
+
+Plain side: the same network (a copy of the CLI model's initial weights), the same in-memory
+uint8 tensors served by the same :class:`~deeptrain.data.loader.InMemoryLoader`, NAdam with the
+config's learning rate, and a validation pass over the validation split (loss and accuracy)
+after every epoch; no Lightning at all.
+
+An epoch is the wall time from one epoch's start to the next one's (to the end of training for
+the last): its training steps, its validation and whatever runs at its end (checkpoints, logging).
+Each run trains ``--epochs`` epochs and keeps the fastest of epochs 2..N, as ``deeptrain compare``
+does; the variants take turns, ``--repeats`` rounds, and each keeps its fastest run, so the
+machine's background load hits all of them alike (every run is printed, for the spread).
+
+Breakdown (``--breakdown``): the CLI with one default switched off at a time; the cost of a
+feature is the default epoch minus the epoch without it. ``validation`` is
+``--trainer.limit_val_batches 0`` without early stopping and the best checkpoint (which need
+it); ``logger`` takes the LR monitor with it (it has nothing to write to); ``bare`` is all of
+them off at once (a Trainer with no callbacks, no logger, no validation); ``atomic_io`` is
+Lightning's own ``TorchCheckpointIO`` instead of the CLI's writer.
+
+    python benchmarks/cli_epoch.py --batch_sizes 32 128 1000 --epochs 4 --repeats 3 \\
+        --breakdown 32 1000 --train_size 10000 --json cli_epoch.json 2>/dev/null
+
+``--train_size`` keeps a random slice of the 45,000 training images (``--data.train_size``)
+for a quicker run; the ratios of the README use all of them. Data: the CIFAR-10 JPEG folder
+(``--data_dir``, decoded once into ``$DEEPTRAIN_CACHE_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+from common import LAST_RUNS, add_common_args, alternate, machine, print_table, setup_threads, write_json
+from deeptrain.callbacks.checkpointing import InterruptCheckpoint, PeriodicCheckpoint
+from deeptrain.callbacks.early_stopping import EarlyStopping
+from deeptrain.callbacks.nonfinite import NonFiniteLossGuard
+from deeptrain.callbacks.resume import ExactResume
+from deeptrain.cli import build_cli
+from deeptrain.data.loader import InMemoryLoader
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cifar10" / "baseline.yaml"
+
+
+def _is_best_checkpoint(callback: L.Callback) -> bool:
+    return isinstance(callback, ModelCheckpoint) and not isinstance(callback, PeriodicCheckpoint)
+
+
+# Each feature: CLI arguments that switch it off, and the callbacks to take out of the trainer.
+FEATURES: dict[str, tuple[list[str], Callable[[L.Callback], bool]]] = {
+    "last_checkpoint": ([], lambda c: isinstance(c, PeriodicCheckpoint)),
+    "best_checkpoint": ([], _is_best_checkpoint),
+    "early_stopping": ([], lambda c: isinstance(c, EarlyStopping)),
+    "interrupt": ([], lambda c: isinstance(c, InterruptCheckpoint)),
+    "exact_resume": ([], lambda c: isinstance(c, ExactResume)),
+    "nonfinite": ([], lambda c: isinstance(c, NonFiniteLossGuard)),
+    "lr_monitor": ([], lambda c: isinstance(c, LearningRateMonitor)),
+    "logger": (["--trainer.logger", "false"], lambda c: False),  # the CLI drops the LR monitor with it
+    "progress_bar": (["--trainer.enable_progress_bar", "false"], lambda c: False),
+    "validation": (["--trainer.limit_val_batches", "0"], lambda c: isinstance(c, EarlyStopping) or _is_best_checkpoint(c)),
+    "atomic_io": ([], lambda c: False),  # Lightning's TorchCheckpointIO writes instead (see cli_run)
+}
+
+
+class EpochClock(L.Callback):
+    """Wall time of each epoch: from its start to the next epoch's start (the end of fit for the last)."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.epochs: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.perf_counter()
+        if self.starts:
+            self.epochs.append(now - self.starts[-1])
+        self.starts.append(now)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epochs.append(time.perf_counter() - self.starts[-1])
+
+
+def cli_args(data: list[str], batch_size: int, epochs: int, folder: Path, off: list[str]) -> list[str]:
+    args = ["--config", str(CONFIG), *data, "--data.batch_size", str(batch_size), "--trainer.max_epochs", str(epochs),
+            f"--trainer.default_root_dir={folder}", f"--trainer.logger.init_args.save_dir={folder}"]
+    for feature in off:
+        args += FEATURES[feature][0]
+    if "logger" in off:  # no logger: its save_dir option does not exist any more
+        args = [a for a in args if not a.startswith("--trainer.logger.init_args")]
+    return args
+
+
+def cli_run(data: list[str], batch_size: int, epochs: int, off: list[str] = ()) -> list[float]:
+    """Seconds of each epoch of ``deeptrain fit`` with the features ``off`` switched off."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = build_cli(cli_args(data, batch_size, epochs, Path(tmp), list(off)), run=False)
+        drop = [FEATURES[f][1] for f in off]
+        cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not any(d(c) for d in drop)]
+        if "atomic_io" in off:
+            cli.trainer.strategy.checkpoint_io = TorchCheckpointIO()
+        clock = EpochClock()
+        cli.trainer.callbacks.insert(0, clock)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return clock.epochs
+
+
+def plain_model(data: list[str], batch_size: int) -> tuple[torch.nn.Module, Any, float]:
+    """The CLI's initial network (normalizer + MLP) as a plain module, its data module, and its learning rate."""
+    cli = build_cli(cli_args(data, batch_size, 1, Path(tempfile.gettempdir()), ["logger"]), run=False)
+    dm, model = cli.datamodule, cli.model
+    dm.setup("fit")
+    model.normalizer.set_stats(*dm.input_stats())
+    net = torch.nn.Sequential(copy.deepcopy(model.normalizer), copy.deepcopy(model.net))
+    lr = model.configure_optimizers().param_groups[0]["lr"]
+    return net, dm, lr
+
+
+def plain_run(template: torch.nn.Module, dm: Any, lr: float, epochs: int) -> list[float]:
+    """Seconds of each epoch of a plain loop: train over the shuffled split, then validate."""
+    model = copy.deepcopy(template)
+    optimizer = torch.optim.NAdam(model.parameters(), lr=lr)
+    train, val = dm.split("train"), dm.split("val")
+    loader = InMemoryLoader(train.images, train.labels, dm.batch_size, shuffle=True, seed=0)
+    val_loader = InMemoryLoader(val.images, val.labels, dm.eval_batch_size)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        train_loss = torch.zeros(())
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            train_loss += loss.detach() * len(y)
+        model.eval()
+        val_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+        with torch.inference_mode():
+            for x, y in val_loader:
+                logits = model(x)
+                val_loss += F.cross_entropy(logits, y, reduction="sum")
+                correct += (logits.argmax(1) == y).sum()
+        float(train_loss), float(val_loss), int(correct)  # what a loop prints: one host sync per epoch
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def fastest_after_first(times: list[float]) -> float:
+    return min(times[1:] or times)
+
+
+def compare(data: list[str], batch_size: int, epochs: int, repeats: int, variants: dict[str, list[str] | None]) -> dict[str, float]:
+    """Fastest epoch (of epochs 2..N, over ``repeats`` alternating rounds) of each variant; None: the plain loop."""
+    template = plain_model(data, batch_size) if None in variants.values() else None
+    runs = {name: (lambda off=off: fastest_after_first(cli_run(data, batch_size, epochs, off) if off is not None
+                                                       else plain_run(*template, epochs)))
+            for name, off in variants.items()}
+    return alternate(runs, repeats)
+
+
+def spread(name: str) -> str:
+    times = LAST_RUNS[name]
+    return f"{min(times):.3f}-{max(times):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch_sizes", type=int, nargs="*", default=[32, 128, 1000], help="CLI vs plain loop at these")
+    parser.add_argument("--breakdown", type=int, nargs="*", default=[], help="per-feature costs at these batch sizes")
+    parser.add_argument("--features", nargs="+", default=list(FEATURES) + ["bare"], choices=list(FEATURES) + ["bare"])
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first is not timed")
+    parser.add_argument("--train_size", type=int, default=None, help="training images (default: all 45,000)")
+    parser.add_argument("--data_dir", default="/work/shared/data/cifar10-jpeg", help="CIFAR-10 image folder")
+    add_common_args(parser, repeats=3)
+    args = parser.parse_args()
+    setup_threads(args.threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    data = ["--data.dataset", "image_folder", "--data.data_dir", args.data_dir]
+    data += ["--data.train_size", str(args.train_size)] if args.train_size else []
+    print(f"{machine()}, train_size {args.train_size or 'all'}, fastest of epochs 2..{args.epochs} over {args.repeats} rounds",
+          flush=True)
+
+    rows, breakdown = [], []
+    for batch_size in args.batch_sizes:
+        best = compare(data, batch_size, args.epochs, args.repeats, {"plain": None, "cli": []})
+        rows.append({"batch_size": batch_size, "plain_s": best["plain"], "cli_s": best["cli"],
+                     "ratio": best["cli"] / best["plain"], "plain_runs": spread("plain"), "cli_runs": spread("cli")})
+        print_table(rows[-1:], list(rows[-1]))
+    for batch_size in args.breakdown:
+        variants = {"default": [], **{f"-{f}": list(FEATURES) if f == "bare" else [f] for f in args.features}}
+        best = compare(data, batch_size, args.epochs, args.repeats, variants)
+        for name, seconds in best.items():
+            breakdown.append({"batch_size": batch_size, "variant": name, "epoch_s": seconds, "runs": spread(name),
+                              "cost_ms": None if name == "default" else 1e3 * (best["default"] - seconds)})
+            print_table(breakdown[-1:], list(breakdown[-1]))
+    if rows:
+        print("\nCLI against the plain loop")
+        print_table(rows, list(rows[0]))
+    if breakdown:
+        print("\nPer-feature cost (default epoch minus the epoch without it)")
+        print_table(breakdown, list(breakdown[0]))
+    write_json(args.json, rows, benchmark="cli_epoch", breakdown=breakdown, epochs=args.epochs, repeats=args.repeats,
+               train_size=args.train_size)
+
+
+if __name__ == "__main__":
+    main()
