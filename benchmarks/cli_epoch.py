@@ -36,8 +36,10 @@ for a quicker run; the ratios of the README use all of them. Data: the CIFAR-10 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,7 +51,7 @@ import torch.nn.functional as F
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from common import LAST_RUNS, add_common_args, alternate, machine, print_table, setup_threads, write_json
+from common import add_common_args, machine, print_table, setup_threads, write_json
 from deeptrain.callbacks.checkpointing import InterruptCheckpoint, PeriodicCheckpoint
 from deeptrain.callbacks.early_stopping import EarlyStopping
 from deeptrain.callbacks.nonfinite import NonFiniteLossGuard
@@ -81,20 +83,24 @@ FEATURES: dict[str, tuple[list[str], Callable[[L.Callback], bool]]] = {
 
 
 class EpochClock(L.Callback):
-    """Wall time of each epoch: from its start to the next epoch's start (the end of fit for the last)."""
+    """Wall and main-thread CPU seconds of each epoch, from its start to the next epoch's start (to the end
+    of fit for the last)."""
 
     def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.epochs: list[float] = []
+        self.starts: list[tuple[float, float]] = []
+        self.epochs: list[tuple[float, float]] = []
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        now = time.perf_counter()
+    def _tick(self) -> None:
+        now = (time.perf_counter(), time.thread_time())
         if self.starts:
-            self.epochs.append(now - self.starts[-1])
+            self.epochs.append((now[0] - self.starts[-1][0], now[1] - self.starts[-1][1]))
         self.starts.append(now)
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._tick()
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epochs.append(time.perf_counter() - self.starts[-1])
+        self._tick()
 
 
 def cli_args(data: list[str], batch_size: int, epochs: int, folder: Path, off: list[str]) -> list[str]:
@@ -107,8 +113,8 @@ def cli_args(data: list[str], batch_size: int, epochs: int, folder: Path, off: l
     return args
 
 
-def cli_run(data: list[str], batch_size: int, epochs: int, off: list[str] = ()) -> list[float]:
-    """Seconds of each epoch of ``deeptrain fit`` with the features ``off`` switched off."""
+def cli_run(data: list[str], batch_size: int, epochs: int, off: list[str] = ()) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of each epoch of ``deeptrain fit`` with the features ``off`` switched off."""
     with tempfile.TemporaryDirectory() as tmp:
         cli = build_cli(cli_args(data, batch_size, epochs, Path(tmp), list(off)), run=False)
         drop = [FEATURES[f][1] for f in off]
@@ -117,7 +123,8 @@ def cli_run(data: list[str], batch_size: int, epochs: int, off: list[str] = ()) 
             cli.trainer.strategy.checkpoint_io = TorchCheckpointIO()
         clock = EpochClock()
         cli.trainer.callbacks.insert(0, clock)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # the progress bar draws on stdout
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return clock.epochs
 
 
@@ -132,8 +139,8 @@ def plain_model(data: list[str], batch_size: int) -> tuple[torch.nn.Module, Any,
     return net, dm, lr
 
 
-def plain_run(template: torch.nn.Module, dm: Any, lr: float, epochs: int) -> list[float]:
-    """Seconds of each epoch of a plain loop: train over the shuffled split, then validate."""
+def plain_run(template: torch.nn.Module, dm: Any, lr: float, epochs: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of each epoch of a plain loop: train over the shuffled split, then validate."""
     model = copy.deepcopy(template)
     optimizer = torch.optim.NAdam(model.parameters(), lr=lr)
     train, val = dm.split("train"), dm.split("val")
@@ -141,7 +148,7 @@ def plain_run(template: torch.nn.Module, dm: Any, lr: float, epochs: int) -> lis
     val_loader = InMemoryLoader(val.images, val.labels, dm.eval_batch_size)
     times = []
     for _ in range(epochs):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         model.train()
         train_loss = torch.zeros(())
         for x, y in loader:
@@ -158,26 +165,25 @@ def plain_run(template: torch.nn.Module, dm: Any, lr: float, epochs: int) -> lis
                 val_loss += F.cross_entropy(logits, y, reduction="sum")
                 correct += (logits.argmax(1) == y).sum()
         float(train_loss), float(val_loss), int(correct)  # what a loop prints: one host sync per epoch
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start, time.thread_time() - cpu))
     return times
 
 
-def fastest_after_first(times: list[float]) -> float:
-    return min(times[1:] or times)
-
-
-def compare(data: list[str], batch_size: int, epochs: int, repeats: int, variants: dict[str, list[str] | None]) -> dict[str, float]:
-    """Fastest epoch (of epochs 2..N, over ``repeats`` alternating rounds) of each variant; None: the plain loop."""
+def compare(data: list[str], batch_size: int, epochs: int, repeats: int,
+            variants: dict[str, list[str] | None]) -> dict[str, dict[str, Any]]:
+    """Per variant (None: the plain loop; else the CLI features to switch off), taking turns for ``repeats``
+    rounds: the fastest wall and CPU seconds of epochs 2..N of each round, and the fastest of the rounds."""
     template = plain_model(data, batch_size) if None in variants.values() else None
-    runs = {name: (lambda off=off: fastest_after_first(cli_run(data, batch_size, epochs, off) if off is not None
-                                                       else plain_run(*template, epochs)))
-            for name, off in variants.items()}
-    return alternate(runs, repeats)
-
-
-def spread(name: str) -> str:
-    times = LAST_RUNS[name]
-    return f"{min(times):.3f}-{max(times):.3f}"
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, off in variants.items():
+            times = cli_run(data, batch_size, epochs, off) if off is not None else plain_run(*template, epochs)
+            timed = times[1:] or times
+            rounds[name].append((min(t[0] for t in timed), min(t[1] for t in timed)))
+            print(f"  batch {batch_size} {name}: wall {rounds[name][-1][0]:.3f} s, cpu {rounds[name][-1][1]:.3f} s", flush=True)
+    return {name: {"wall": min(r[0] for r in runs), "cpu": min(r[1] for r in runs),
+                   "spread": f"{min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f}"}
+            for name, runs in rounds.items()}
 
 
 def main() -> None:
@@ -200,16 +206,19 @@ def main() -> None:
     rows, breakdown = [], []
     for batch_size in args.batch_sizes:
         best = compare(data, batch_size, args.epochs, args.repeats, {"plain": None, "cli": []})
-        rows.append({"batch_size": batch_size, "plain_s": best["plain"], "cli_s": best["cli"],
-                     "ratio": best["cli"] / best["plain"], "plain_runs": spread("plain"), "cli_runs": spread("cli")})
+        plain, cli = best["plain"], best["cli"]
+        rows.append({"batch_size": batch_size, "plain_s": plain["wall"], "cli_s": cli["wall"], "ratio": cli["wall"] / plain["wall"],
+                     "cpu_ratio": cli["cpu"] / plain["cpu"], "plain_spread": plain["spread"], "cli_spread": cli["spread"]})
         print_table(rows[-1:], list(rows[-1]))
     for batch_size in args.breakdown:
         variants = {"default": [], **{f"-{f}": list(FEATURES) if f == "bare" else [f] for f in args.features}}
         best = compare(data, batch_size, args.epochs, args.repeats, variants)
-        for name, seconds in best.items():
-            breakdown.append({"batch_size": batch_size, "variant": name, "epoch_s": seconds, "runs": spread(name),
-                              "cost_ms": None if name == "default" else 1e3 * (best["default"] - seconds)})
-            print_table(breakdown[-1:], list(breakdown[-1]))
+        default = best["default"]
+        for name, b in best.items():
+            breakdown.append({"batch_size": batch_size, "variant": name, "epoch_s": b["wall"], "spread": b["spread"],
+                              "cost_ms": None if name == "default" else 1e3 * (default["wall"] - b["wall"]),
+                              "cpu_s": b["cpu"], "cpu_cost_ms": None if name == "default" else 1e3 * (default["cpu"] - b["cpu"])})
+        print_table(breakdown[-len(best):], list(breakdown[-1]))
     if rows:
         print("\nCLI against the plain loop")
         print_table(rows, list(rows[0]))
