@@ -40,6 +40,7 @@ import contextlib
 import copy
 import logging
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ from deeptrain.callbacks.nonfinite import NonFiniteLossGuard
 from deeptrain.callbacks.resume import ExactResume
 from deeptrain.cli import build_cli
 from deeptrain.data.loader import InMemoryLoader
+from deeptrain.training.checkpoint_io import AtomicCheckpointIO
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cifar10" / "baseline.yaml"
 
@@ -194,12 +196,34 @@ def compare(data: list[str], batch_size: int, epochs: int, repeats: int,
             for name, runs in rounds.items()}
 
 
+def save_times(data: list[str], saves: int) -> list[dict[str, Any]]:
+    """Milliseconds until ``save_checkpoint`` returns (what the training loop waits for), fastest and median
+    of ``saves``, for the CLI's real checkpoint after one epoch: Lightning's writer, the atomic writer
+    inline, and the atomic writer in the background (the wait for the previous write is not timed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = build_cli(cli_args(data, 1000, 1, Path(tmp), ["progress_bar"]), run=False)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        checkpoint = cli.trainer._checkpoint_connector.dump_checkpoint()  # what trainer.save_checkpoint writes
+        writers = {"TorchCheckpointIO": TorchCheckpointIO(), "AtomicCheckpointIO(background=False)": AtomicCheckpointIO(background=False),
+                   "AtomicCheckpointIO()": AtomicCheckpointIO()}
+        times: dict[str, list[float]] = {name: [] for name in writers}
+        for _ in range(saves):
+            for name, io in writers.items():  # taking turns
+                start = time.perf_counter()
+                io.save_checkpoint(checkpoint, Path(tmp) / "last.ckpt")
+                times[name].append(1e3 * (time.perf_counter() - start))
+                getattr(io, "wait", lambda: None)()
+        megabytes = (Path(tmp) / "last.ckpt").stat().st_size / 1e6
+    return [{"writer": name, "MB": megabytes, "fastest_ms": min(t), "median_ms": statistics.median(t)} for name, t in times.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_sizes", type=int, nargs="*", default=[32, 128, 1000], help="CLI vs plain loop at these")
     parser.add_argument("--breakdown", type=int, nargs="*", default=[], help="per-feature costs at these batch sizes")
     parser.add_argument("--features", nargs="+", default=list(FEATURES) + ["bare"], choices=list(FEATURES) + ["bare"])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first is not timed")
+    parser.add_argument("--saves", type=int, default=0, help="also time this many checkpoint saves per writer")
     parser.add_argument("--train_size", type=int, default=None, help="training images (default: all 45,000)")
     parser.add_argument("--data_dir", default="/work/shared/data/cifar10-jpeg", help="CIFAR-10 image folder")
     add_common_args(parser, repeats=3)
@@ -229,13 +253,17 @@ def main() -> None:
                               "cpu_s": b["cpu"], "cpu_cost_ms": None if name == "default" else 1e3 * (default["cpu"] - b["cpu"]),
                               "process_cpu_cost_ms": None if name == "default" else 1e3 * (default["process_cpu"] - b["process_cpu"])})
         print_table(breakdown[-len(best):], list(breakdown[-1]))
+    saves = save_times(data, args.saves) if args.saves else []
     if rows:
         print("\nCLI against the plain loop")
         print_table(rows, list(rows[0]))
     if breakdown:
         print("\nPer-feature cost (default epoch minus the epoch without it)")
         print_table(breakdown, list(breakdown[0]))
-    write_json(args.json, rows, benchmark="cli_epoch", breakdown=breakdown, epochs=args.epochs, repeats=args.repeats,
+    if saves:
+        print(f"\nOne checkpoint save, until save_checkpoint returns ({args.saves} saves each)")
+        print_table(saves, list(saves[0]))
+    write_json(args.json, rows, benchmark="cli_epoch", breakdown=breakdown, saves=saves, epochs=args.epochs, repeats=args.repeats,
                train_size=args.train_size)
 
 
