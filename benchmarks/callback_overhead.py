@@ -23,6 +23,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from common import load_tensors
 from deeptrain.callbacks.activation_stats import ActivationStatistics
 from deeptrain.callbacks.grad_norms import GradientNormLogger
 from deeptrain.data.loader import InMemoryLoader
@@ -31,17 +32,6 @@ from deeptrain.training.module import Classifier
 
 NET = MLPConfig(depth=20, width=100, activation="elu", kernel_init="he_normal")
 VARIANTS = ("none", "grad_norms", "clip", "clip+grad_norms", "activations")
-
-
-def load_tensors(data_dir: str | None, n: int = 45_000) -> tuple[torch.Tensor, torch.Tensor]:
-    if data_dir:
-        from deeptrain.data.datamodule import ImageDataModule
-
-        dm = ImageDataModule("image_folder", data_dir=data_dir, val_size=50_000 - n)
-        split = dm.split("train")
-        return split.images, split.labels
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
 def time_hooks(callback: L.Callback) -> L.Callback:

@@ -2,35 +2,39 @@
 
 ``deeptrain fit`` side: the command line's machinery, ``build_cli([...], run=False)`` on
 configs/cifar10/baseline.yaml, then ``cli.trainer.fit(cli.model, datamodule=cli.datamodule)``
-with every default: TensorBoard logger, per-step LR monitor, progress bar, validation every
-epoch, early stopping (best weights kept), the best checkpoint, ``last.ckpt`` every 500 steps
-and at each epoch end (``AtomicCheckpointIO``), the Ctrl-C/SIGTERM checkpoint, the exact-resume
-state and the non-finite loss guard.
+with every default: TensorBoard logger, per-step LR monitor, progress bar (drawn into
+``os.devnull``), validation every epoch, early stopping (best weights kept), the best checkpoint,
+``last.ckpt`` every 500 steps and at each epoch end (``AtomicCheckpointIO``), the Ctrl-C/SIGTERM
+checkpoint, the exact-resume state and the non-finite loss guard.
 
 Plain side: the same network (a copy of the CLI model's initial weights), the same in-memory
 uint8 tensors served by the same :class:`~deeptrain.data.loader.InMemoryLoader`, NAdam with the
 config's learning rate, and a validation pass over the validation split (loss and accuracy)
 after every epoch; no Lightning at all.
 
-An epoch is the wall time from one epoch's start to the next one's (to the end of training for
-the last): its training steps, its validation and whatever runs at its end (checkpoints, logging).
-Each run trains ``--epochs`` epochs and keeps the fastest of epochs 2..N, as ``deeptrain compare``
-does; the variants take turns, ``--repeats`` rounds, and each keeps its fastest run, so the
-machine's background load hits all of them alike (every run is printed, for the spread).
+An epoch is the time from one epoch's start to the next one's (to the end of training for the
+last): its training steps, its validation and whatever runs at its end (checkpoints, logging).
+Three clocks: wall time (what a user waits for), CPU time of the main thread (the critical path's
+own work; it hardly moves with the machine's load) and CPU time of the whole process (the work
+moved to other threads included). Each run trains ``--epochs`` epochs and keeps the fastest of
+epochs 2..N, as ``deeptrain compare`` does; the variants take turns for ``--repeats`` rounds and
+each keeps its fastest, so the background load hits all of them alike (every round is printed).
 
 Breakdown (``--breakdown``): the CLI with one default switched off at a time; the cost of a
 feature is the default epoch minus the epoch without it. ``validation`` is
 ``--trainer.limit_val_batches 0`` without early stopping and the best checkpoint (which need
 it); ``logger`` takes the LR monitor with it (it has nothing to write to); ``bare`` is all of
 them off at once (a Trainer with no callbacks, no logger, no validation); ``atomic_io`` is
-Lightning's own ``TorchCheckpointIO`` instead of the CLI's writer.
+Lightning's own ``TorchCheckpointIO`` instead of the CLI's writer. ``--saves N`` times one
+checkpoint save (until ``save_checkpoint`` returns) with each writer.
 
-    python benchmarks/cli_epoch.py --batch_sizes 32 128 1000 --epochs 4 --repeats 3 \\
-        --breakdown 32 1000 --train_size 10000 --json cli_epoch.json 2>/dev/null
+    python benchmarks/cli_epoch.py --batch_sizes 32 128 1000 --train_size 20000 --epochs 3 --repeats 3 --threads 1
+    python benchmarks/cli_epoch.py --batch_sizes --breakdown 1000 --train_size 5000 --epochs 6 --repeats 3 \
+        --threads 1 --saves 20 --json cli_epoch.json
 
-``--train_size`` keeps a random slice of the 45,000 training images (``--data.train_size``)
-for a quicker run; the ratios of the README use all of them. Data: the CIFAR-10 JPEG folder
-(``--data_dir``, decoded once into ``$DEEPTRAIN_CACHE_DIR``).
+``--train_size`` keeps a random slice of the 45,000 training images (``--data.train_size``) for
+a quicker run. Data: the CIFAR-10 JPEG folder (``--data_dir``, decoded once into
+``$DEEPTRAIN_CACHE_DIR``).
 """
 
 from __future__ import annotations
