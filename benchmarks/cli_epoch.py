@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from common import add_common_args, machine, print_table, setup_threads, write_json
+from common import add_common_args, machine, print_table, setup_threads, time_hooks, write_json
 from deeptrain.callbacks.checkpointing import InterruptCheckpoint, PeriodicCheckpoint
 from deeptrain.callbacks.early_stopping import EarlyStopping
 from deeptrain.callbacks.nonfinite import NonFiniteLossGuard
@@ -138,6 +138,27 @@ def cli_run(data: list[str], batch_size: int, epochs: int, off: list[str] = ()) 
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # the progress bar draws on stdout
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return clock.epochs
+
+
+def hook_times(data: list[str], batch_size: int, epochs: int) -> list[dict[str, Any]]:
+    """Main-thread CPU milliseconds per epoch (epochs 2..N) spent inside each callback's hooks, in one default run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = build_cli(cli_args(data, batch_size, epochs, Path(tmp), []), run=False)
+        callbacks = [time_hooks(c, time.thread_time) for c in cli.trainer.callbacks]
+        marks: list[list[float]] = []
+        clock = EpochClock()
+        tick = clock._tick
+        clock._tick = lambda: (tick(), marks.append([c.hook_seconds for c in callbacks]))
+        cli.trainer.callbacks.insert(0, clock)
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    epoch = sum(t[1] for t in clock.epochs[1:]) / (len(clock.epochs) - 1)
+    rows = [{"batch_size": batch_size, "callback": type(c).__name__, "ms_per_epoch": 1e3 * (marks[-1][i] - marks[1][i]) / (len(marks) - 2)}
+            for i, c in enumerate(callbacks)]
+    rows = [r for r in rows if r["ms_per_epoch"] >= 0.05]
+    for r in rows:
+        r["share"] = f"{r['ms_per_epoch'] / 1e3 / epoch:.2%}"
+    return rows
 
 
 def plain_model(data: list[str], batch_size: int) -> tuple[torch.nn.Module, Any, float]:
@@ -227,6 +248,7 @@ def main() -> None:
     parser.add_argument("--breakdown", type=int, nargs="*", default=[], help="per-feature costs at these batch sizes")
     parser.add_argument("--features", nargs="+", default=list(FEATURES) + ["bare"], choices=list(FEATURES) + ["bare"])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first is not timed")
+    parser.add_argument("--hooks", action="store_true", help="also time each callback's hooks at the breakdown batch sizes")
     parser.add_argument("--saves", type=int, default=0, help="also time this many checkpoint saves per writer")
     parser.add_argument("--train_size", type=int, default=None, help="training images (default: all 45,000)")
     parser.add_argument("--data_dir", default="/work/shared/data/cifar10-jpeg", help="CIFAR-10 image folder")
@@ -258,16 +280,20 @@ def main() -> None:
                               "process_cpu_cost_ms": None if name == "default" else 1e3 * (default["process_cpu"] - b["process_cpu"])})
         print_table(breakdown[-len(best):], list(breakdown[-1]))
     saves = save_times(data, args.saves) if args.saves else []
+    hooks = [row for b in args.breakdown for row in hook_times(data, b, args.epochs)] if args.hooks else []
     if rows:
         print("\nCLI against the plain loop")
         print_table(rows, list(rows[0]))
     if breakdown:
         print("\nPer-feature cost (default epoch minus the epoch without it)")
         print_table(breakdown, list(breakdown[0]))
+    if hooks:
+        print("\nMain-thread CPU inside each callback's hooks, per epoch (one default run)")
+        print_table(hooks, list(hooks[0]))
     if saves:
         print(f"\nOne checkpoint save, until save_checkpoint returns ({args.saves} saves each)")
         print_table(saves, list(saves[0]))
-    write_json(args.json, rows, benchmark="cli_epoch", breakdown=breakdown, saves=saves, epochs=args.epochs, repeats=args.repeats,
+    write_json(args.json, rows, benchmark="cli_epoch", breakdown=breakdown, hooks=hooks, saves=saves, epochs=args.epochs, repeats=args.repeats,
                train_size=args.train_size)
 
 
