@@ -23,6 +23,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from common import load_tensors, time_hooks
 from deeptrain.callbacks.activation_stats import ActivationStatistics
 from deeptrain.callbacks.grad_norms import GradientNormLogger
 from deeptrain.data.loader import InMemoryLoader
@@ -31,42 +32,6 @@ from deeptrain.training.module import Classifier
 
 NET = MLPConfig(depth=20, width=100, activation="elu", kernel_init="he_normal")
 VARIANTS = ("none", "grad_norms", "clip", "clip+grad_norms", "activations")
-
-
-def load_tensors(data_dir: str | None, n: int = 45_000) -> tuple[torch.Tensor, torch.Tensor]:
-    if data_dir:
-        from deeptrain.data.datamodule import ImageDataModule
-
-        dm = ImageDataModule("image_folder", data_dir=data_dir, val_size=50_000 - n)
-        split = dm.split("train")
-        return split.images, split.labels
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-
-def time_hooks(callback: L.Callback) -> L.Callback:
-    """Wrap every ``on_*`` hook of ``callback`` so that ``callback.hook_seconds`` sums the time spent in it.
-
-    The time inside the hooks, as a fraction of the epoch, is an overhead figure that a busy
-    machine cannot distort: load slows the hooks and the epoch alike.
-    """
-    callback.hook_seconds = 0.0
-
-    def wrap(fn):
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                callback.hook_seconds += time.perf_counter() - start
-
-        return timed
-
-    own = {name for klass in type(callback).__mro__ if klass not in (L.Callback, object) for name in vars(klass)}
-    for name in own:
-        if name.startswith("on_"):
-            setattr(callback, name, wrap(getattr(callback, name)))  # Lightning looks hooks up on the instance
-    return callback
 
 
 class EpochTimer(L.Callback):

@@ -78,6 +78,34 @@ def alternate(variants: dict[str, Callable[[], float | None]], repeats: int, war
 LAST_RUNS: dict[str, list[float]] = {}
 
 
+def time_hooks(callback: Any, clock: Callable[[], float] = time.perf_counter) -> Any:
+    """Wrap every ``on_*`` hook (and ``state_dict``) of a Lightning ``callback`` so that
+    ``callback.hook_seconds`` sums the time spent in it, by ``clock``.
+
+    The time inside the hooks, as a fraction of the epoch, is an overhead figure that a busy
+    machine cannot distort: load slows the hooks and the epoch alike.
+    """
+    import lightning as L
+
+    callback.hook_seconds = 0.0
+
+    def wrap(fn):
+        def timed(*args, **kwargs):
+            start = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                callback.hook_seconds += clock() - start
+
+        return timed
+
+    own = {name for klass in type(callback).__mro__ if klass not in (L.Callback, object) for name in vars(klass)}
+    for name in own:
+        if name.startswith("on_") or name == "state_dict":
+            setattr(callback, name, wrap(getattr(callback, name)))  # Lightning looks hooks up on the instance
+    return callback
+
+
 def time_calls(fn: Callable[[], Any], calls: int) -> float:
     """Seconds per call of ``fn`` over ``calls`` back-to-back calls."""
     start = time.perf_counter()

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from deeptrain.nn.sparsity import load_state_dict_any_, plain_state_dict
+from deeptrain.training.checkpoint_io import wait_for_checkpoints
 
 
 class EarlyStopping(_LightningEarlyStopping):
@@ -81,6 +82,7 @@ class EarlyStopping(_LightningEarlyStopping):
     def _state_from_checkpoint(self, trainer: L.Trainer) -> tuple[Optional[dict[str, torch.Tensor]], str]:
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.monitor == self.monitor and callback.best_model_path:
+                wait_for_checkpoints(trainer)  # it may still be in the background writer's queue
                 checkpoint = torch.load(callback.best_model_path, map_location="cpu", weights_only=True)
                 return checkpoint["state_dict"], callback.best_model_path
         return None, ""

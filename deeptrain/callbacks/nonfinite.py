@@ -17,6 +17,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from deeptrain.training.checkpoint_io import wait_for_checkpoints
+
 ACTIONS = ("stop", "skip")
 
 
@@ -26,6 +28,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def _last_good_checkpoint(trainer: L.Trainer) -> Optional[str]:
     """The newest checkpoint file of the trainer's ``ModelCheckpoint`` callbacks, if any exists."""
+    wait_for_checkpoints(trainer)  # the last save may still be in the writer's queue
     paths = [p for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)
              for p in (cb.last_model_path, cb.best_model_path) if p and os.path.isfile(p)]
     return max(paths, key=os.path.getmtime) if paths else None
@@ -43,6 +46,13 @@ def advice(trainer: L.Trainer, what: str) -> str:
         "(or add batch norm, --model.net.norm batch); (3) NaN or inf in the inputs. "
         "To skip such batches instead: --nonfinite.action skip"
     )
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether no element of ``tensors`` is NaN or infinite, read on the host once."""
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
 class NonFiniteLossGuard(L.Callback):
@@ -108,9 +118,8 @@ class NonFiniteLossGuard(L.Callback):
             pl_module.log("nonfinite_skipped", float(self.skipped), on_step=False, on_epoch=True, reduce_fx="max")
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        # one pass over the weights per save, not per step
-        finite = all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
-        if not finite:
+        # one pass over the weights per save, not per step, and one host sync, not one per tensor
+        if not all_finite([p.detach() for p in pl_module.parameters()]):
             raise NonFiniteLossError(advice(trainer, "non-finite weights (the checkpoint was not written)"))
 
     def state_dict(self) -> dict[str, Any]:

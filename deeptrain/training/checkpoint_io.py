@@ -10,6 +10,11 @@ fsyncs, so a power loss can leave an empty file behind a completed rename.
 :class:`AtomicCheckpointIO` writes to a temporary file in the target folder, fsyncs it,
 ``os.replace``s it onto the target (atomic on POSIX and Windows) and fsyncs the folder:
 a reader sees the old file or the new one, never a part.
+
+It does so off the training loop's critical path: ``save_checkpoint`` copies the checkpoint's
+tensors to host memory (a point-in-time snapshot, as Lightning's ``AsyncCheckpointIO`` takes)
+and a worker thread writes, fsyncs and renames it while training goes on; removals wait for the
+writes queued before them, so the old best file goes only once the new one is on disk.
 """
 
 from __future__ import annotations
@@ -17,15 +22,17 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import torch
 from fsspec.utils import get_protocol
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 
 TMP_MARK = ".tmp-"
-PathLike = Union[str, Path]  # as Lightning's own _PATH
+PathLike = Union[str, Path]  # as Lightning's own PathLike
 
 
 def is_local_path(path: PathLike) -> bool:
@@ -92,28 +99,130 @@ def _alive(pid: int) -> bool:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``TorchCheckpointIO`` with atomic local writes and clear load errors.
+    """Lightning's ``TorchCheckpointIO`` with atomic local writes, done in the background, and clear load errors.
+
+    A local save snapshots the checkpoint's tensors to host memory in the calling thread and
+    returns; a worker thread writes the file with :func:`atomic_torch_save`, so a kill at any
+    moment leaves the previous file or the new one. Jobs run in order; at most ``max_pending``
+    saves wait at a time (each holds a host copy of the checkpoint), a further save first waits
+    for the oldest. Removals are queued behind the writes, ``load_checkpoint`` and ``teardown``
+    (the end of every ``fit``/``validate``/...) wait for all of them, and so does the interpreter
+    at exit. A failed write is raised by the next call that waits or saves, and the jobs queued
+    after it are dropped (the old best file is not removed when the new one failed).
 
     Remote paths (``s3://``, ...) keep Lightning's fsspec transaction. The CLI installs this
     plugin on every trainer whose strategy uses the plain ``TorchCheckpointIO``.
 
+    Args:
+        background: write in a worker thread (False: ``save_checkpoint`` returns once the file is on disk).
+        max_pending: saves that may wait for the worker at a time.
+
     Examples:
         >>> trainer = L.Trainer(plugins=[AtomicCheckpointIO()])  # doctest: +SKIP
+        >>> trainer.strategy.checkpoint_io.wait()  # every file saved so far is on disk  # doctest: +SKIP
     """
+
+    def __init__(self, background: bool = True, max_pending: int = 2) -> None:
+        super().__init__()
+        if not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"max_pending must be an int >= 1, got {max_pending!r}")
+        self.background = background
+        self._writer = BackgroundWriter(max_pending) if background else None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None or not is_local_path(path):
+            self.wait()
             return super().save_checkpoint(checkpoint, path, storage_options)
-        atomic_torch_save(checkpoint, path)
+        if self._writer is None:
+            return atomic_torch_save(checkpoint, path)
+        self._writer.submit(atomic_torch_save, host_snapshot(checkpoint), path, save=True)
+
+    def remove_checkpoint(self, path: PathLike) -> None:
+        if self._writer is None:
+            return super().remove_checkpoint(path)
+        self._writer.submit(super().remove_checkpoint, path)  # after the writes queued before it
+
+    def wait(self) -> None:
+        """Block until every queued write and removal is done; raise the first error of one that failed."""
+        if self._writer is not None:
+            self._writer.wait()
+
+    def teardown(self) -> None:
+        self.wait()
+        super().teardown()
 
     def load_checkpoint(self, path: PathLike, map_location: Optional[Callable] = lambda storage, loc: storage,
                         weights_only: Optional[bool] = None) -> dict[str, Any]:
+        self.wait()  # the file may be one being written
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
         except UNREADABLE as err:
             if (corrupt := as_corrupt_checkpoint_error(path, err)) is err:
                 raise
             raise corrupt from err
+
+
+def host_snapshot(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """``checkpoint`` with every tensor copied to host memory and every container rebuilt: what the
+    training loop changes next (weights, optimizer moments, loop counters) cannot reach it."""
+    return apply_to_collection(checkpoint, torch.Tensor, lambda t: t.detach().to("cpu", copy=True))
+
+
+def wait_for_checkpoints(trainer: Any) -> None:
+    """Block until the files ``trainer`` saved are on disk (with :class:`AtomicCheckpointIO`, a save
+    returns before its file is written); for code that reads them while training runs."""
+    wait = getattr(trainer.strategy.checkpoint_io, "wait", None)
+    if callable(wait):
+        wait()
+
+
+class BackgroundWriter:
+    """One worker thread that runs file jobs in submission order.
+
+    At most ``max_pending`` jobs submitted with ``save=True`` wait at a time; submitting one more
+    first waits for the oldest. After a job fails, the jobs queued behind it are skipped and its
+    error is raised by the next :meth:`submit` or :meth:`wait`. The worker is a
+    ``ThreadPoolExecutor`` thread, which the interpreter joins at exit: queued jobs finish even
+    when nobody calls :meth:`wait`.
+    """
+
+    def __init__(self, max_pending: int = 2) -> None:
+        self.max_pending = max_pending
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._jobs: list[Future] = []
+        self._saves: list[Future] = []
+        self._error: Optional[BaseException] = None
+        self._failed = False  # set by the worker; the jobs after a failure are skipped until wait()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, save: bool = False) -> None:
+        if self._failed:
+            self.wait()  # raises the error
+        if save:
+            self._saves = [f for f in self._saves if not f.done()]
+            while len(self._saves) >= self.max_pending:
+                self._saves.pop(0).result()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deeptrain-checkpoint")
+        future = self._executor.submit(self._run, fn, *args)
+        self._jobs = [f for f in self._jobs if not f.done()] + [future]
+        if save:
+            self._saves.append(future)
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._failed:
+            return  # a job before this one failed: remove or overwrite nothing more
+        try:
+            fn(*args)
+        except BaseException as err:
+            self._error, self._failed = err, True
+
+    def wait(self) -> None:
+        for future in self._jobs:
+            future.result()
+        self._jobs, self._saves = [], []
+        error, self._error, self._failed = self._error, None, False
+        if error is not None:
+            raise error
 
 
 # what torch.load raises for a truncated or foreign file (an empty file: EOFError; a cut zip: RuntimeError)
