@@ -12,6 +12,8 @@ import lightning as L
 import pytest
 import yaml
 
+from deeptrain.training.checkpoint_io import wait_for_checkpoints
+
 
 TESTS = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("DEEPTRAIN_DATA_DIR", TESTS.parents[1] / "shared" / "data"))
@@ -52,6 +54,9 @@ class KillOnce(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.at_step and not self.marker.exists():
             self.marker.touch()
+            # last.ckpt of an earlier step is written in the background: killed before it lands, the
+            # retry would resume from an older file (or start over), which is right but not checked here
+            wait_for_checkpoints(trainer)
             os.kill(os.getpid(), signal.SIGKILL)
 
 
