@@ -54,7 +54,8 @@ LOGGER_DEFAULT = {
 
 # deeptrain's commands beside Lightning's fit/validate/test/predict: "module:function". The first
 # paragraph of each docstring is the command's description in `deeptrain --help`. A function
-# with a `model` parameter is a model command (see MODEL_ARGS); the others need no config.
+# with a trainer, model or datamodule parameter (MODEL_ARGS) is a model command, built from
+# --config like fit; the others need no config.
 COMMANDS: dict[str, str] = {
     "lr_find": "deeptrain.tools.lr_find:lr_find",
     "prune": "deeptrain.tools.prune:prune",
