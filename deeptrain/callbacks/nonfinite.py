@@ -9,7 +9,6 @@ exact: a non-finite loss never produces a step, and a non-finite model is never 
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Literal, Optional
 
 import lightning as L
@@ -18,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from deeptrain.training.checkpoint_io import wait_for_checkpoints
+from deeptrain.training.runs import newest_file
 
 ACTIONS = ("stop", "skip")
 
@@ -29,9 +29,9 @@ class NonFiniteLossError(FloatingPointError):
 def _last_good_checkpoint(trainer: L.Trainer) -> Optional[str]:
     """The newest checkpoint file of the trainer's ``ModelCheckpoint`` callbacks, if any exists."""
     wait_for_checkpoints(trainer)  # the last save may still be in the writer's queue
-    paths = [p for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)
-             for p in (cb.last_model_path, cb.best_model_path) if p and os.path.isfile(p)]
-    return max(paths, key=os.path.getmtime) if paths else None
+    newest = newest_file(p for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)
+                         for p in (cb.last_model_path, cb.best_model_path))
+    return str(newest) if newest else None
 
 
 def advice(trainer: L.Trainer, what: str) -> str:

@@ -127,14 +127,14 @@ def train(args: list[str], run_dir: Path, report: bool = False, extras: bool = T
     With ``report`` (inside a Ray trial) each validation epoch goes to Ray Tune."""
     from deeptrain.cli import build_cli
     from deeptrain.nn.mc_dropout import has_dropout, mc_predict
+    from deeptrain.training.runs import newest_file
 
     run_dir.mkdir(parents=True, exist_ok=True)
     cli = build_cli(args, run=False, parser_kwargs={"exit_on_error": False})  # a bad key raises, not exits
     recorder = EpochRecorder(run_dir / HISTORY)
     cli.trainer.callbacks.extend([recorder, *([RayReport(recorder)] if report else [])])
     # the newest of the epoch-end last.ckpt and the checkpoint a Ctrl-C / SIGTERM wrote
-    saved = [p for p in (run_dir / "checkpoints").glob("last*.ckpt") if p.is_file()]
-    last = max(saved, key=lambda p: p.stat().st_mtime) if saved else None
+    last = newest_file((run_dir / "checkpoints").glob("last*.ckpt"))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last else None)
 
     model, data, history = cli.model, cli.datamodule, recorder.history

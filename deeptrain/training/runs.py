@@ -3,8 +3,9 @@ folder a checkpoint belongs to (``<save_dir>/<name>/version_N/checkpoints/*.ckpt
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -14,6 +15,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from deeptrain._lightning import logger_version_is_set, set_logger_version
 
 FRESH_WEIGHTS = "none"  # --ckpt_path none: evaluate or predict with freshly initialized weights, on purpose
+
+
+def newest_file(paths: Iterable[Union[str, Path]]) -> Optional[Path]:
+    """The most recently modified of ``paths`` that exist as files, or None."""
+    files = [Path(p) for p in paths if p and os.path.isfile(p)]
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None
 
 
 def run_folder(checkpoint: Union[str, Path]) -> Optional[Path]:
@@ -46,11 +53,10 @@ def resolve_last_checkpoint(trainer: Trainer) -> Optional[str]:
     if logger is None or fixed_dir or logger_version_is_set(logger):
         return None
     root = Path(logger.save_dir or trainer.default_root_dir) / str(logger.name or "")
-    found = [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file()]
-    if not found:
+    newest = newest_file(root.glob("*/checkpoints/last*.ckpt"))
+    if newest is None:
         rank_zero_warn(f"--ckpt_path last: no last*.ckpt under {root}/*/checkpoints; training starts from scratch")
         return None
-    newest = max(found, key=lambda p: p.stat().st_mtime)
     set_logger_version(logger, newest.parent.parent.name)
     rank_zero_info(f"Resuming from {newest}; logging continues in {newest.parent.parent}")
     return str(newest)
@@ -68,10 +74,9 @@ def resolve_best_checkpoint(trainer: Trainer) -> str:
     root = Path(getattr(logger, "save_dir", None) or trainer.default_root_dir) / str(getattr(logger, "name", "") or "")
     fixed = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
     patterns = [(d, "best*.ckpt") for d in fixed] or [(root, "*/checkpoints/best*.ckpt"), (root, "checkpoints/best*.ckpt")]
-    found = [p for folder, pattern in patterns for p in folder.glob(pattern) if p.is_file()]
-    if not found:
+    newest = newest_file(p for folder, pattern in patterns for p in folder.glob(pattern))
+    if newest is None:
         raise FileNotFoundError(f"no best*.ckpt under {root}/*/checkpoints: train first (deeptrain fit), pass "
                                 f"--ckpt_path PATH, or --ckpt_path {FRESH_WEIGHTS} to use freshly initialized weights")
-    newest = str(max(found, key=lambda p: p.stat().st_mtime))
     rank_zero_info(f"Using the best checkpoint {newest} (pass --ckpt_path to choose another)")
-    return newest
+    return str(newest)
