@@ -9,7 +9,6 @@ from typing import Any, Optional, Sequence
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities import rank_zero_info
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -72,8 +71,7 @@ class PredictionWriter(BasePredictionWriter):
                 predicted = int(rest[0])
                 writer.writerow([i, *([files[i]] if files else []), *map(int, label), predicted, names[predicted],
                                  *(f"{v:.6g}" for v in rest[1:])])
-        rank_zero_info(f"Predictions of {len(table)} inputs written to {self.written}")
-        print(f"wrote {self.written}")
+        print(f"wrote {self.written} ({len(table)} predictions)")  # every rank: each writes its own file
 
     def _output_path(self, trainer: L.Trainer) -> Path:
         folder = Path(trainer.logger.log_dir) if trainer.logger is not None and trainer.logger.log_dir else Path(trainer.default_root_dir)
