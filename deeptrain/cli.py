@@ -73,11 +73,8 @@ LIGHTNING_COMMANDS = {
     "test": "Score a checkpoint (default: the config's newest best) on the test split.",
     "predict": "Write a checkpoint's class probabilities for the test split to a CSV file.",
 }
-# Defaults of a model command that differ from fit's: a sweep or a pruning pass is not a run to log.
-COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lr_find": {"trainer.logger": False},
-    "prune": {"trainer.logger": False},
-}
+# Model commands that are not runs: a sweep or a pruning pass logs nothing, whatever logger the config sets.
+UNLOGGED = {"lr_find", "prune"}
 # What a model command receives from the CLI rather than from options.
 MODEL_ARGS = {"trainer", "model", "datamodule"}
 
@@ -177,7 +174,6 @@ class DeeptrainCLI(LightningCLI):
                 self._add_arguments(parser)
             finally:
                 self._model_class = model_class
-            parser.set_defaults(COMMAND_DEFAULTS.get(name, {}))
             skip = MODEL_ARGS & set(inspect.signature(function).parameters)
         else:  # no --config file of fit's kind: `tune --config` is the fit config the search starts from
             parser = self.parser_class(description=summary(function), **kwargs)
@@ -223,6 +219,8 @@ class DeeptrainCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a plugin the user chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if self.subcommand in UNLOGGED:
+            trainer.logger = None
         if trainer.logger is None:  # --trainer.logger false: nothing for the LR monitor to write to
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         return trainer
@@ -352,7 +350,14 @@ DESCRIPTION = ("deeptrain: the techniques of chapter 11 of Hands-On Machine Lear
                "in PyTorch + Lightning. `deeptrain COMMAND --help` describes each command.")
 
 
+def console() -> None:
+    """The ``deeptrain`` script. A console script passes its function's return value to ``sys.exit``,
+    which would print ``main``'s result and exit with 1."""
+    main()
+
+
 def main(args: Optional[list[str]] = None) -> Any:
+    """Run a command; returns what it returned (``test``'s metrics, ``lr_find``'s sweep, ...)."""
     try:
         return build_cli(None if args is None else list(args)).result
     except SIGTERMException as stop:  # Ctrl-C or SIGTERM; InterruptCheckpoint said where it saved

@@ -243,3 +243,15 @@ def test_study_commands_take_their_options_from_the_command_line(command, args, 
     monkeypatch.setattr(module, command, record)
     main([command, *args])
     assert {k: received[k] for k in expected} == expected
+
+
+def test_the_installed_script_exits_0_without_printing_the_result(tmp_path):
+    """A console script hands its function's return value to sys.exit: a command's result must not
+    become a printed object and exit code 1."""
+    script = Path(sys.executable).parent / "deeptrain"
+    if not script.exists():
+        pytest.skip(f"no installed deeptrain script beside {sys.executable}")
+    proc = subprocess.run([str(script), "schedules", "--steps", "20", "--out", str(tmp_path / "s.png")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith(f"wrote {tmp_path / 's.png'}")

@@ -92,7 +92,8 @@ def test_the_command_builds_from_a_fit_config_and_writes_the_plot(tmp_path, monk
     write_image_folder(tmp_path / "images")
     config = tmp_path / "tiny.yaml"
     config.write_text(
-        "trainer: {max_epochs: 20, enable_progress_bar: false}\n"
+        "trainer: {max_epochs: 20, enable_progress_bar: false, logger: {class_path: "
+        "lightning.pytorch.loggers.TensorBoardLogger, init_args: {save_dir: logs}}}\n"  # a sweep logs nothing anyway
         "model:\n  net: {depth: 2, width: 16, activation: elu}\n"
         f"data: {{dataset: image_folder, data_dir: {tmp_path / 'images'}, val_size: 20, batch_size: 10,"
         f" cache_dir: {tmp_path / 'cache'}}}\n"
