@@ -73,8 +73,9 @@ LIGHTNING_COMMANDS = {
     "test": "Score a checkpoint (default: the config's newest best) on the test split.",
     "predict": "Write a checkpoint's class probabilities for the test split to a CSV file.",
 }
-# Model commands that are not runs: a sweep or a pruning pass logs nothing, whatever logger the config sets.
-UNLOGGED = {"lr_find", "prune"}
+# A model command that is not a run: the sweep logs nothing, whatever logger the config sets (prune
+# trains and scores with trainers of its own and uses the config's logger only to find its runs).
+UNLOGGED = {"lr_find"}
 # What a model command receives from the CLI rather than from options.
 MODEL_ARGS = {"trainer", "model", "datamodule"}
 

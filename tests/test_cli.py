@@ -255,3 +255,11 @@ def test_the_installed_script_exits_0_without_printing_the_result(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr[-2000:]
     assert proc.stdout.strip().endswith(f"wrote {tmp_path / 's.png'}")
+
+
+def test_prune_takes_the_newest_best_checkpoint_of_the_configs_runs(trained_run):
+    config, root = trained_run
+    out = root / "pruned.ckpt"
+    report = main(["prune", "--config", str(config), "--amount", "0.5", "--out", str(out)])
+    assert report["global"].sparsity == pytest.approx(0.5, abs=1e-3) and out.is_file()
+    assert sorted(p.name for p in (root / "logs" / "tiny").iterdir()) == ["version_0"]  # no run of its own
