@@ -42,7 +42,7 @@ class RandomCifar(ImageDataModule):
     """The real DataModule with random bytes of CIFAR-10's shape instead of files."""
 
     def __init__(self, images: int, **kwargs):
-        super().__init__("cifar10", data_dir="unused", **kwargs)
+        super().__init__("cifar10", data_dir="unused", download=False, **kwargs)
         self.n_images = images
 
     def _load(self) -> DatasetSplits:

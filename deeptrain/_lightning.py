@@ -3,7 +3,9 @@
 Each function wraps a private name for which Lightning 2.6 has no public equivalent;
 ``tests/test_lightning_private.py`` asserts that each name still exists and behaves as assumed,
 and ``pyproject.toml`` bounds ``lightning`` to the releases those tests ran on. Everything else
-in deeptrain uses public API (hooks, properties, constructor arguments).
+in deeptrain uses public API (hooks, properties, constructor arguments). The Classifier,
+the autoencoder and the CLI import this module, so it is also where deeptrain undoes a costly
+side effect of importing Lightning (see :mod:`deeptrain.training.cuda_probe`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from typing import Iterable, Optional
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from deeptrain.training.cuda_probe import keep_cuda_check_cheap
+
+keep_cuda_check_cheap()  # after `import lightning`, which sets PYTORCH_NVML_BASED_CUDA_CHECK
 
 
 def attached_trainer(module: L.LightningModule) -> Optional[L.Trainer]:

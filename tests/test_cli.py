@@ -16,7 +16,8 @@ from deeptrain.cli import build_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # pretrain_autoencoder*.yaml configure `deeptrain autoencoder` (tests/training/test_transfer_configs.py)
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not p.name.startswith("pretrain_autoencoder"))
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml")
+                 if not p.name.startswith("pretrain_autoencoder") and p.parent.name != "search")
 DATA = Path(os.environ.get("DEEPTRAIN_DATA_DIR", ROOT.parent / "shared" / "data"))
 CIFAR_JPEG = DATA / "cifar10-jpeg"
 

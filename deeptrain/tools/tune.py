@@ -1,6 +1,6 @@
 """``deeptrain tune``: hyperparameter search over any config key, Optuna TPE inside Ray Tune, optional ASHA.
 
-    deeptrain tune configs/fashion_mnist/mlp.yaml --space configs/spaces/lr_dropout.yaml --out studies/lr \\
+    deeptrain tune --config configs/fashion_mnist/mlp.yaml --space configs/search/fashion_mnist_mlp.yaml --out studies/lr \\
         --num_samples 30 --asha true
 
 The space YAML maps the CLI's dotted keys to a distribution::

@@ -1,0 +1,117 @@
+"""Train variants of configs/cifar10/best_mlp.yaml as parallel `deeptrain fit` processes and
+tabulate their validation accuracy from the TensorBoard logs (issue 18).
+
+Made for a lent GPU, where one process leaves the card mostly idle and a dozen share it well,
+and for machines without Ray (what `best_mlp_ablation.py` uses through `deeptrain compare`).
+Each run is exactly `deeptrain fit --config <variant>.yaml` with the data, seed and epoch budget
+on the command line; a run is named ``<variant>-s<seed>-e<epochs>``.
+
+    python experiments/best_mlp_runs.py --data_dir ../shared/data/cifar10-jpeg --out studies/best_mlp/runs \
+        --runs full:0:40 full:1:40 no_dropout:0:40 wide:0:100 --parallel 4
+
+OUT/summary.json and OUT/summary.md hold, per run: epochs done, final and best val_acc, and the
+median seconds per epoch; OUT/logs the TensorBoard logs and checkpoints.
+Runs still going at --deadline seconds are stopped and reported with the epochs they reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from best_mlp_ablation import VARIANTS, variant_config  # noqa: E402
+
+# Beyond the ablation: larger budgets of the same recipe are run by epochs; these change its shape.
+VARIANTS = {**VARIANTS,
+            "wide": ("nothing; widths 4096-2048-1024", {"model.net.widths": [4096, 2048, 1024]}),
+            "deep": ("nothing; widths 2048-2048-1024-512", {"model.net.widths": [2048, 2048, 1024, 512]})}
+
+
+def run_command(config: Path, name: str, seed: int, epochs: int, args) -> list[str]:
+    return [sys.executable, "-m", "deeptrain.cli", "fit", "--config", str(config),
+            "--data.dataset=image_folder", f"--data.data_dir={Path(args.data_dir).resolve()}",
+            f"--seed_everything={seed}", f"--trainer.max_epochs={epochs}",
+            "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={args.out / 'logs'}",
+            f"--trainer.logger.init_args.name={name}"]
+
+
+def read_curve(log_dir: Path) -> dict:
+    """val_acc per epoch and the wall time between epochs, from the run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = []
+    for events in sorted(log_dir.rglob("events.out.tfevents.*")):
+        loaded = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        loaded.Reload()
+        if "val_acc" in loaded.Tags()["scalars"]:
+            acc += [(e.step, e.wall_time, e.value) for e in loaded.Scalars("val_acc")]
+    acc.sort()
+    gaps = [b[1] - a[1] for a, b in zip(acc, acc[1:])]
+    return {"epochs": len(acc), "val_acc": [round(v, 4) for _, _, v in acc],
+            "final": acc[-1][2] if acc else None, "best": max(v for _, _, v in acc) if acc else None,
+            "s_per_epoch": statistics.median(gaps) if gaps else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", default="../shared/data/cifar10-jpeg", help="CIFAR-10 as an image folder")
+    parser.add_argument("--out", type=Path, default=Path("studies/best_mlp/runs"))
+    parser.add_argument("--runs", nargs="+", required=True, help="variant:seed:epochs")
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--deadline", type=float, default=None, help="seconds after which running runs stop")
+    args = parser.parse_args()
+    args.out = args.out.resolve()
+    (args.out / "configs").mkdir(parents=True, exist_ok=True)
+    queue = []
+    for spec in args.runs:
+        variant, seed, epochs = spec.split(":")
+        if variant not in VARIANTS:
+            parser.error(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        config = args.out / "configs" / f"{variant}.yaml"
+        config.write_text(f"# best_mlp.yaml, {VARIANTS[variant][0]} taken out\n"
+                          + yaml.safe_dump(variant_config(VARIANTS[variant][1]), sort_keys=False))
+        name = f"{variant}-s{seed}-e{epochs}"
+        queue.append((name, run_command(config, name, int(seed), int(epochs), args)))
+    start, running, done = time.time(), {}, {}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    while queue or running:
+        while queue and len(running) < args.parallel:
+            name, command = queue.pop(0)
+            log = open(args.out / f"{name}.log", "w")
+            running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+            print(f"started {name}", flush=True)
+        time.sleep(2)
+        late = args.deadline is not None and time.time() - start > args.deadline
+        for name, (process, log) in list(running.items()):
+            if late and process.poll() is None:
+                process.terminate()
+                process.wait()
+            if process.poll() is not None:
+                log.close()
+                done[name] = process.returncode
+                del running[name]
+                print(f"finished {name} (exit {process.returncode}) at {time.time() - start:.0f} s", flush=True)
+        if late:
+            queue.clear()
+    summary = {name: {"exit": code, **read_curve(args.out / "logs" / name)} for name, code in done.items()}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    lines = ["| run | epochs | final val_acc | best val_acc | s/epoch |", "|---|---|---|---|---|"]
+    for name, row in sorted(summary.items()):
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        lines.append(f"| {name} | {row['epochs']} | {fmt(row['final'], '.4f')} | {fmt(row['best'], '.4f')} "
+                     f"| {fmt(row['s_per_epoch'], '.2f')} |")
+    (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
