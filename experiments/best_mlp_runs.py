@@ -9,7 +9,7 @@ on the command line; a run is named ``<variant>-s<seed>-e<epochs>``.
     python experiments/best_mlp_runs.py --data_dir ../shared/data/cifar10-jpeg --out studies/best_mlp/runs \
         --runs full:0:40 full:1:40 no_dropout:0:40 wide:0:100 --parallel 4
 
-OUT/summary.json and OUT/summary.md hold, per run: epochs done, final and best val_acc, and the
+OUT/summary.json and OUT/summary.md hold (OUT/curves.png draws), per run: epochs done, final and best val_acc, and the
 median seconds per epoch; OUT/logs the TensorBoard logs and checkpoints.
 Runs still going at --deadline seconds are stopped and reported with the epochs they reached.
 """
@@ -61,6 +61,25 @@ def read_curve(log_dir: Path) -> dict:
             "s_per_epoch": statistics.median(gaps) if gaps else None}
 
 
+def plot(summary: dict, path: Path) -> None:
+    """Validation accuracy against epochs, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, row in sorted(summary.items()):
+        if row["val_acc"]:
+            ax.plot(range(1, len(row["val_acc"]) + 1), row["val_acc"], label=f"{name} ({max(row['val_acc']):.4f})")
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title="best_mlp runs (best val_acc in brackets)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default="../shared/data/cifar10-jpeg", help="CIFAR-10 as an image folder")
@@ -110,6 +129,7 @@ def main() -> None:
         lines.append(f"| {name} | {row['epochs']} | {fmt(row['final'], '.4f')} | {fmt(row['best'], '.4f')} "
                      f"| {fmt(row['s_per_epoch'], '.2f')} |")
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
+    plot(summary, args.out / "curves.png")
     print("\n".join(lines))
 
 

@@ -40,3 +40,15 @@ def test_a_sampled_point_of_the_space_lands_in_its_config(space, tmp_path, monke
 def test_every_exercise_config_of_cifar10_has_a_search_space():
     searched = {config_of(space).stem for space in SPACES if "cifar10" in space.name}
     assert searched >= {"batchnorm", "selu", "alpha_dropout", "onecycle", "best"}
+
+
+def test_the_search_driver_reads_each_cifar10_space_budget_from_its_command():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cifar10_search", ROOT / "experiments" / "cifar10_search.py")
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    onecycle = driver.search_command(ROOT / "configs/search/cifar10_onecycle.yaml")
+    assert onecycle == {"num_samples": 8, "asha": False, "grace_period": 1, "epochs": []}
+    batchnorm = driver.search_command(ROOT / "configs/search/cifar10_batchnorm.yaml")
+    assert batchnorm == {"num_samples": 10, "asha": True, "grace_period": 2, "epochs": ["--trainer.max_epochs=12"]}
