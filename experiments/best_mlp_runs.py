@@ -9,8 +9,9 @@ on the command line; a run is named ``<variant>-s<seed>-e<epochs>``.
     python experiments/best_mlp_runs.py --data_dir ../shared/data/cifar10-jpeg --out studies/best_mlp/runs \
         --runs full:0:40 full:1:40 no_dropout:0:40 wide:0:100 --parallel 4
 
-OUT/summary.json and OUT/summary.md hold (OUT/curves.png draws), per run: epochs done, final and best val_acc, and the
-median seconds per epoch; OUT/logs the TensorBoard logs and checkpoints.
+OUT/summary.json and OUT/summary.md hold (OUT/curves.png draws), for every run in OUT (this call's and
+earlier ones'): epochs done, final and best val_acc, and the median seconds per epoch; OUT/logs holds
+the TensorBoard logs and checkpoints. `--runs` left out: only the tables and the plot.
 Runs still going at --deadline seconds are stopped and reported with the epochs they reached.
 """
 
@@ -45,24 +46,29 @@ def run_command(config: Path, name: str, seed: int, epochs: int, args) -> list[s
 
 
 def read_curve(log_dir: Path) -> dict:
-    """val_acc per epoch and the wall time between epochs, from the run's TensorBoard events."""
+    """val_acc and train_acc per epoch and the wall time between epochs, from the run's TensorBoard events."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = []
+    acc, train = [], []
     for events in sorted(log_dir.rglob("events.out.tfevents.*")):
         loaded = EventAccumulator(str(events), size_guidance={"scalars": 0})
         loaded.Reload()
-        if "val_acc" in loaded.Tags()["scalars"]:
+        tags = loaded.Tags()["scalars"]
+        if "val_acc" in tags:
             acc += [(e.step, e.wall_time, e.value) for e in loaded.Scalars("val_acc")]
+        if "train_acc" in tags:
+            train += [(e.step, e.value) for e in loaded.Scalars("train_acc")]
     acc.sort()
+    train.sort()
     gaps = [b[1] - a[1] for a, b in zip(acc, acc[1:])]
-    return {"epochs": len(acc), "val_acc": [round(v, 4) for _, _, v in acc],
+    return {"epochs": len(acc), "val_acc": [round(v, 4) for _, _, v in acc], "train_acc": [round(v, 4) for _, v in train],
             "final": acc[-1][2] if acc else None, "best": max(v for _, _, v in acc) if acc else None,
             "s_per_epoch": statistics.median(gaps) if gaps else None}
 
 
 def plot(summary: dict, path: Path) -> None:
-    """Validation accuracy against epochs, one line per run."""
+    """Validation accuracy (solid) and training accuracy (dashed, augmented and with dropout on)
+    against epochs, one colour per run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,8 +77,9 @@ def plot(summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, row in sorted(summary.items()):
         if row["val_acc"]:
-            ax.plot(range(1, len(row["val_acc"]) + 1), row["val_acc"], label=f"{name} ({max(row['val_acc']):.4f})")
-    ax.set(xlabel="epoch", ylabel="validation accuracy", title="best_mlp runs (best val_acc in brackets)")
+            line, = ax.plot(range(1, len(row["val_acc"]) + 1), row["val_acc"], label=f"{name} ({max(row['val_acc']):.4f})")
+            ax.plot(range(1, len(row["train_acc"]) + 1), row["train_acc"], "--", color=line.get_color(), alpha=0.6)
+    ax.set(xlabel="epoch", ylabel="accuracy", title="best_mlp runs: validation (solid, best in brackets), training (dashed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -84,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default="../shared/data/cifar10-jpeg", help="CIFAR-10 as an image folder")
     parser.add_argument("--out", type=Path, default=Path("studies/best_mlp/runs"))
-    parser.add_argument("--runs", nargs="+", required=True, help="variant:seed:epochs")
+    parser.add_argument("--runs", nargs="*", default=[], help="variant:seed:epochs (none: only tabulate OUT)")
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--deadline", type=float, default=None, help="seconds after which running runs stop")
     args = parser.parse_args()
@@ -121,7 +128,11 @@ def main() -> None:
                 print(f"finished {name} (exit {process.returncode}) at {time.time() - start:.0f} s", flush=True)
         if late:
             queue.clear()
-    summary = {name: {"exit": code, **read_curve(args.out / "logs" / name)} for name, code in done.items()}
+    # Every run under OUT/logs, earlier invocations' too: a second seed adds a row.
+    before = json.loads((args.out / "summary.json").read_text()) if (args.out / "summary.json").exists() else {}
+    names = sorted(p.name for p in (args.out / "logs").iterdir()) if (args.out / "logs").exists() else []
+    summary = {name: {"exit": done.get(name, before.get(name, {}).get("exit")), **read_curve(args.out / "logs" / name)}
+               for name in names}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     lines = ["| run | epochs | final val_acc | best val_acc | s/epoch |", "|---|---|---|---|---|"]
     for name, row in sorted(summary.items()):

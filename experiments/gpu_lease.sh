@@ -25,10 +25,10 @@ if [ -n "${SMOKE:-}" ]; then
   RUNS=(exercise_shape:0:1 no_dropout:0:1); DEADLINE=120
 else
   BENCH=(--repeats 2)
-  RUNS=(full:0:40 full:1:40 full:2:40 full:3:40 full:4:40
-        no_augmentation:0:40 no_batchnorm:0:40 no_dropout:0:40 no_label_smoothing:0:40
-        no_weight_decay:0:40 no_onecycle:0:40 exercise_shape:0:40
-        full:0:100 full:1:100 wide:0:100)
+  RUNS=(full:0:60 full:1:60 full:2:60 full:3:60 full:4:60
+        no_augmentation:0:60 no_batchnorm:0:60 no_dropout:0:60 no_label_smoothing:0:60
+        no_weight_decay:0:60 no_onecycle:0:60 exercise_shape:0:60
+        full:0:120 wide:0:60 deep:0:60)
   DEADLINE=${DEADLINE:-270}
 fi
 
