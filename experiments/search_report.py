@@ -123,18 +123,21 @@ Times: one core of the shared 2-core machine, the other core training too.
 """
 
 
+NOTES = "## What the searches say"  # a section written by hand below the tables, kept on rebuilds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", default="studies/cifar10")
     parser.add_argument("--out", default="reports/cifar10/search.md")
-    parser.add_argument("--notes", default=None, help="a markdown file appended as the report's last section")
     args = parser.parse_args()
     rows = {name: row for name in BEFORE if (row := search_row(name, Path(args.studies)))}
     text = HEADER + "\n".join(table(list(rows.values())) + ["", "## The exercise's questions", ""] + questions(rows)) + "\n"
-    if args.notes:
-        text += "\n" + Path(args.notes).read_text()
+    out = Path(args.out)
+    if out.exists() and NOTES in out.read_text():  # the hand-written reading survives a rebuild
+        text += "\n" + NOTES + out.read_text().split(NOTES, 1)[1]
     print(text)
-    Path(args.out).write_text(text)
+    out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ TRIAL_KEYS = ("trainer.logger", "checkpoint.dirpath", "last_checkpoint.dirpath",
 def tune(config: str, space: str, out: str, num_samples: int = 20, metric: str = "val_acc", mode: str = "max",
          asha: bool = False, grace_period: int = 1, overrides: list[str] = [], seed: int = 0,
          address: Optional[str] = None, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
-         max_concurrent: Optional[int] = None, max_failures: int = 2) -> dict:
+         max_concurrent: Optional[int] = None, max_failures: int = 2, start_from_config: bool = False) -> dict:
     """Search hyperparameters of a config with Optuna TPE on Ray Tune (optionally ASHA) and write the best config.
 
     Args:
@@ -63,6 +63,9 @@ def tune(config: str, space: str, out: str, num_samples: int = 20, metric: str =
         gpus_per_trial: GPUs of one trial; a fraction shares a GPU.
         max_concurrent: at most this many trials at a time (default: as the resources allow).
         max_failures: retries of a trial whose process died; it resumes from its last checkpoint.
+        start_from_config: the first trial trains the config's own values of the searched keys (after
+            ``overrides``), so the search can only match or beat the config it starts from; those
+            values must lie in the space.
 
     Returns:
         The best trial: its ``params``, ``metric`` value, ``trial`` id and the ``config`` path written.
@@ -71,8 +74,9 @@ def tune(config: str, space: str, out: str, num_samples: int = 20, metric: str =
     domains = load_space(space)
     check_tune_args(config, num_samples, metric, mode, grace_period, cpus_per_trial, gpus_per_trial, max_concurrent)
     root = Path(out).resolve()
+    start = [config_point(config, domains, overrides)] if start_from_config else []
     grid = search(Path(config).resolve(), domains, root, num_samples, metric, mode, asha, grace_period,
-                  overrides, seed, address, cpus_per_trial, gpus_per_trial, max_concurrent, max_failures)
+                  overrides, seed, address, cpus_per_trial, gpus_per_trial, max_concurrent, max_failures, start)
     rows = trial_rows(grid, root, metric)
     write_table(rows, list(domains), metric, root)
     plot_search(rows, domains, metric, mode, root)
@@ -119,6 +123,29 @@ def domain(key: str, kind: str, args: Any, tune: Any) -> Any:
     return tune.uniform(*args)
 
 
+def config_point(config: str, domains: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The config's own value of each searched key (after the overrides); an error if one lies outside the space."""
+    from ray.tune.search.sample import Categorical, Integer
+
+    from deeptrain.cli import build_cli
+
+    resolved = build_cli(["--config", str(config), *overrides, "--trainer.logger=false"], run=False).config
+    point = {}
+    for key, dom in domains.items():
+        value = resolved
+        for part in key.split("."):
+            value = value[part]
+        if isinstance(dom, Categorical):
+            inside, where = value in dom.categories, f"choice {dom.categories}"
+        else:  # Float [lower, upper]; Integer [lower, upper)
+            upper = dom.upper - 1 if isinstance(dom, Integer) else dom.upper
+            inside, where = dom.lower <= value <= upper, f"[{dom.lower}, {upper}]"
+        if not inside:
+            raise ValueError(f"tune: start_from_config: {key} is {value!r} in {config}, outside the space's {where}")
+        point[key] = value
+    return point
+
+
 def check_tune_args(config: str, num_samples: int, metric: str, mode: str, grace_period: int,
                     cpus_per_trial: float, gpus_per_trial: float, max_concurrent: Optional[int]) -> None:
     if not Path(config).is_file():
@@ -136,8 +163,8 @@ def check_tune_args(config: str, num_samples: int, metric: str, mode: str, grace
 
 def search(config: Path, domains: dict, root: Path, num_samples: int, metric: str, mode: str, asha: bool,
            grace_period: int, overrides: list[str], seed: int, address: Optional[str], cpus_per_trial: float,
-           gpus_per_trial: float, max_concurrent: Optional[int], max_failures: int):
-    """Runs (or resumes) the study; Ray Tune's ResultGrid."""
+           gpus_per_trial: float, max_concurrent: Optional[int], max_failures: int, start: list[dict] = []):
+    """Runs (or resumes) the study; Ray Tune's ResultGrid. ``start``: points the search evaluates first."""
     import optuna
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -151,8 +178,14 @@ def search(config: Path, domains: dict, root: Path, num_samples: int, metric: st
     with ray_session(address):
         return run_trials(fit_trial, {"run": run, "params": domains}, root, EXPERIMENT, cpus_per_trial,
                           gpus_per_trial, max_concurrent, max_failures, restore=True,
-                          search_alg=OptunaSearch(sampler=sampler), scheduler=scheduler,
+                          search_alg=OptunaSearch(sampler=sampler, points_to_evaluate=[flat_point(p) for p in start] or None),
+                          scheduler=scheduler,
                           metric=metric, mode=mode, num_samples=num_samples)
+
+
+def flat_point(point: dict[str, Any]) -> dict[str, Any]:
+    # OptunaSearch flattens the nested param space with "/": {"params": {key: v}} -> "params/key"
+    return {f"params/{key}": value for key, value in point.items()}
 
 
 def trial_rows(grid: Any, root: Path, metric: str) -> list[dict]:

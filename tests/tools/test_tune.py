@@ -8,11 +8,10 @@ import pytest
 import yaml
 from study_helpers import kill_driver_when, needs_data, tiny_config
 
-from deeptrain.tools.study import RESULT, fit_trial, param_args
+from deeptrain.tools.study import RESULT, fit_trial
 from deeptrain.tools.tune import load_space, tune, write_best_config
 
 LR = "model.optimizer.init_args.lr"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def lr_space(folder, low=1e-2, high=1e4):
@@ -83,16 +82,29 @@ def test_a_killed_driver_resumes_without_redoing_finished_trials(tmp_path, local
 
 
 @needs_data
-def test_the_shipped_space_names_keys_that_fit_accepts(tmp_path, monkeypatch):
-    from deeptrain.cli import build_cli
+@pytest.mark.slow
+def test_start_from_config_trains_the_configs_own_values_first(tmp_path, local_ray, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config, space, out = tiny_config(tmp_path, "sgd", lr=0.05), lr_space(tmp_path, 1e-3, 1.0), tmp_path / "search"
+    tune(str(config), str(space), str(out), num_samples=2, max_concurrent=1, start_from_config=True)
+    first, second = read_trials(out)  # in the order they started
+    assert float(first[LR]) == 0.05 and float(second[LR]) != 0.05
+
+
+@needs_data
+def test_start_from_config_reads_the_values_after_the_overrides_and_checks_them_against_the_space(tmp_path, monkeypatch):
+    from deeptrain.tools.tune import config_point
 
     monkeypatch.chdir(tmp_path)
-    domains = load_space(str(ROOT / "spaces" / "fashion_mnist_mlp.yaml"))
-    sample = {key: d.sample() for key, d in domains.items()}
-    cli = build_cli(["--config", str(ROOT / "configs" / "fashion_mnist" / "mlp.yaml"), *param_args(sample),
-                     "--trainer.logger=false"], run=False, parser_kwargs={"exit_on_error": False})
-    assert cli.config["model"]["net"]["dropout"] == pytest.approx(sample["model.net.dropout"])
-    assert cli.config["model"]["lr_scheduler"]["init_args"]["max_lr"] == pytest.approx(sample["model.lr_scheduler.init_args.max_lr"])
+    config = tiny_config(tmp_path, "sgd", lr=0.05)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({LR: {"loguniform": [1e-3, 1.0]},
+                                                         "data.batch_size": {"choice": [128, 256]}}))
+    space = load_space(str(tmp_path / "space.yaml"))
+    assert config_point(str(config), space, ["--data.batch_size=128"]) == {LR: 0.05, "data.batch_size": 128}
+    with pytest.raises(ValueError, match=r"data.batch_size is 64 in .*sgd.yaml, outside the space's choice \[128, 256\]"):
+        config_point(str(config), space, ["--data.batch_size=64"])
+    with pytest.raises(ValueError, match=r"init_args.lr is 0.05 in .*, outside the space's \[0.001, 0.01\]"):
+        config_point(str(config), load_space(str(lr_space(tmp_path, 1e-3, 1e-2))), [])
 
 
 def test_the_space_maps_dotted_keys_to_ray_distributions(tmp_path):
