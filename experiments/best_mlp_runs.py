@@ -90,8 +90,9 @@ def plot(summary: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default="../shared/data/cifar10-jpeg", help="CIFAR-10 as an image folder")
-    parser.add_argument("--out", type=Path, default=Path("studies/best_mlp/runs"))
-    parser.add_argument("--runs", nargs="*", default=[], help="variant:seed:epochs (none: only tabulate OUT)")
+    parser.add_argument("--out", type=Path, default=Path("studies/best_mlp/runs"),
+                        help="summary.md/.json, curves.png, configs/, logs/ and one log file per run")
+    parser.add_argument("--runs", nargs="*", default=[], help=f"variant:seed:epochs, variant one of {', '.join(VARIANTS)} (none: only tabulate OUT)")
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--deadline", type=float, default=None, help="seconds after which running runs stop")
     args = parser.parse_args()
