@@ -134,6 +134,8 @@ def config_point(config: str, domains: dict[str, Any], overrides: list[str]) -> 
     for key, dom in domains.items():
         value = resolved
         for part in key.split("."):
+            if not hasattr(value, "get") or value.get(part, KeyError) is KeyError:
+                raise ValueError(f"tune: start_from_config: {config} has no value for {key}")
             value = value[part]
         if isinstance(dom, Categorical):
             inside, where = value in dom.categories, f"choice {dom.categories}"

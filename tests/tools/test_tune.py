@@ -105,6 +105,9 @@ def test_start_from_config_reads_the_values_after_the_overrides_and_checks_them_
         config_point(str(config), space, ["--data.batch_size=64"])
     with pytest.raises(ValueError, match=r"init_args.lr is 0.05 in .*, outside the space's \[0.001, 0.01\]"):
         config_point(str(config), load_space(str(lr_space(tmp_path, 1e-3, 1e-2))), [])
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump({"model.net.no_such_key": {"uniform": [0, 1]}}))
+    with pytest.raises(ValueError, match=r"sgd.yaml has no value for model.net.no_such_key"):
+        config_point(str(config), load_space(str(tmp_path / "missing.yaml")), [])
 
 
 def test_the_space_maps_dotted_keys_to_ray_distributions(tmp_path):
