@@ -128,7 +128,7 @@ def device_tensors(dm: ImageDataModule, device: str) -> tuple[torch.Tensor, torc
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1000])
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[128, 1000], help="part 1 (none: skip it)")
     parser.add_argument("--small-batch", type=int, default=32, help="batch size of part 2 (0: skip it)")
     parser.add_argument("--images", type=int, default=45_000, help="training images per epoch (random data)")
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 image folder (default: random bytes)")
@@ -142,7 +142,7 @@ def main() -> None:
     setup_threads(args.threads)
     torch.set_float32_matmul_precision(args.matmul_precision)
     print(machine())
-    dm = datamodule(args, args.batch_sizes[0])
+    dm = datamodule(args, (args.batch_sizes or [args.small_batch])[0])
     images, labels = device_tensors(dm, args.device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,6 +153,7 @@ def main() -> None:
             rows.append({"part": "epoch", "batch_size": batch_size, "variant": "trainer/plain", "plain_s": best["plain"],
                          "s_per_epoch": best["trainer"], "ratio": best["trainer"] / best["plain"]})
             print_table(rows[-1:], list(rows[-1]))
+            save(args, rows)  # each part as it ends: a lease that runs out keeps what finished
         if args.small_batch:
             b = args.small_batch
             setups = {"eager": plain_setup(args, images), "compile": plain_setup(args, images, "default"),
@@ -166,9 +167,14 @@ def main() -> None:
                 rows.append({"part": "small batch", "batch_size": b, "variant": name, "plain_s": best["eager"],
                              "s_per_epoch": seconds, "ratio": seconds / best["eager"]})
             print_table(rows[-len(best):], list(rows[-1]))
+            save(args, rows)
     print()
     print_table(rows, list(rows[0]))
-    write_json(args.json, rows, benchmark="gpu_epoch", repeats=args.repeats, device=args.device, precision=args.precision)
+
+
+def save(args, rows: list[dict]) -> None:
+    write_json(args.json, rows, benchmark="gpu_epoch", repeats=args.repeats, device=args.device,
+               precision=args.precision, images=args.images)
 
 
 if __name__ == "__main__":

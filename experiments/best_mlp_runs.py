@@ -11,7 +11,9 @@ on the command line; a run is named ``<variant>-s<seed>-e<epochs>``.
 
 OUT/summary.json and OUT/summary.md hold (OUT/curves.png draws), for every run in OUT (this call's and
 earlier ones'): epochs done, final and best val_acc, and the median seconds per epoch; OUT/logs holds
-the TensorBoard logs and checkpoints. `--runs` left out: only the tables and the plot.
+the TensorBoard logs and checkpoints. Where `full` has two or more seeds at a budget, summary.md also
+holds the ablation at that budget (OUT/ablation.png draws it): each variant's best val_acc against the
+full recipe's mean, in points and in the full seeds' standard deviations. `--runs` left out: only the tables and the plot.
 Runs still going at --deadline seconds are stopped and reported with the epochs they reached.
 """
 
@@ -33,8 +35,8 @@ from best_mlp_ablation import VARIANTS, variant_config  # noqa: E402
 
 # Beyond the ablation: larger budgets of the same recipe are run by epochs; these change its shape.
 VARIANTS = {**VARIANTS,
-            "wide": ("nothing; widths 4096-2048-1024", {"model.net.widths": [4096, 2048, 1024]}),
-            "deep": ("nothing; widths 2048-2048-1024-512", {"model.net.widths": [2048, 2048, 1024, 512]})}
+            "wide": ("widths 4096-2048-1024 (wider)", {"model.net.widths": [4096, 2048, 1024]}),
+            "deep": ("widths 2048-2048-1024-512 (a layer more)", {"model.net.widths": [2048, 2048, 1024, 512]})}
 
 
 def run_command(config: Path, name: str, seed: int, epochs: int, args) -> list[str]:
@@ -87,6 +89,71 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def parse_name(name: str) -> tuple[str, int, int]:
+    variant, seed, epochs = name.rsplit("-", 2)
+    return variant, int(seed[1:]), int(epochs[1:])
+
+
+def ablation(summary: dict) -> list[dict]:
+    """Per (variant, budget) with a full recipe of >= 2 seeds at that budget: the variant's best
+    val_acc (mean over its seeds) minus the full recipe's mean, in points and in the full seeds' std."""
+    groups: dict[tuple[str, int], list[float]] = {}
+    for name, row in summary.items():
+        variant, _, epochs = parse_name(name)
+        if row["best"] is not None and row["epochs"] == epochs:  # a run stopped early is not its budget
+            groups.setdefault((variant, epochs), []).append(row["best"])
+    rows = []
+    for (variant, epochs), values in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0] != "full", kv[0][0])):
+        full = groups.get(("full", epochs), [])
+        if len(full) < 2:
+            continue
+        mean_full, std_full = statistics.mean(full), statistics.stdev(full)
+        delta = statistics.mean(values) - mean_full
+        rows.append({"variant": variant, "epochs": epochs, "seeds": len(values), "best_val_acc": statistics.mean(values),
+                     "std": statistics.stdev(values) if len(values) > 1 else None, "delta": delta,
+                     "in_full_stds": delta / std_full if std_full else None})
+    return rows
+
+
+def ablation_lines(rows: list[dict]) -> list[str]:
+    lines = ["| variant | removed or changed | epochs | seeds | best val_acc | vs full (points) | in full's std |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        spread = f" ± {100 * r['std']:.2f}" if r["std"] is not None else ""
+        sigmas = "-" if r["variant"] == "full" or r["in_full_stds"] is None else f"{r['in_full_stds']:+.1f}"
+        what = VARIANTS[r["variant"]][0] if r["variant"] in VARIANTS else "?"
+        lines.append(f"| {r['variant']} | {what} | {r['epochs']} | {r['seeds']} | {100 * r['best_val_acc']:.2f}%{spread} "
+                     f"| {100 * r['delta']:+.2f} | {sigmas} |")
+    return lines
+
+
+def plot_ablation(rows: list[dict], path: Path) -> None:
+    """One bar per variant: its best val_acc minus the full recipe's mean, the grey band the full
+    seeds' +-1 std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["variant"] != "full"]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    labels = [f"{r['variant']} ({r['epochs']} ep)" for r in rows]
+    deltas = [100 * r["delta"] for r in rows]
+    ax.barh(labels, deltas, color=["tab:green" if d > 0 else "tab:red" for d in deltas])
+    std = 100 * abs(rows[0]["delta"] / rows[0]["in_full_stds"]) if rows[0]["in_full_stds"] else 0
+    ax.axvspan(-std, std, color="grey", alpha=0.25, label=f"full recipe, ±1 std of its seeds ({std:.2f})")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set(xlabel="best val_acc minus the full recipe's mean (points)", title="best_mlp: what each change does")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default="../shared/data/cifar10-jpeg", help="CIFAR-10 as an image folder")
@@ -94,6 +161,7 @@ def main() -> None:
                         help="summary.md/.json, curves.png, configs/, logs/ and one log file per run")
     parser.add_argument("--runs", nargs="*", default=[], help=f"variant:seed:epochs, variant one of {', '.join(VARIANTS)} (none: only tabulate OUT)")
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--curves_of", nargs="*", default=None, help="variants curves.png draws (default: all)")
     parser.add_argument("--deadline", type=float, default=None, help="seconds after which running runs stop")
     args = parser.parse_args()
     args.out = args.out.resolve()
@@ -104,7 +172,7 @@ def main() -> None:
         if variant not in VARIANTS:
             parser.error(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
         config = args.out / "configs" / f"{variant}.yaml"
-        config.write_text(f"# best_mlp.yaml, {VARIANTS[variant][0]} taken out\n"
+        config.write_text(f"# best_mlp.yaml, {variant}: {VARIANTS[variant][0]} removed or changed\n"
                           + yaml.safe_dump(variant_config(VARIANTS[variant][1]), sort_keys=False))
         name = f"{variant}-s{seed}-e{epochs}"
         queue.append((name, run_command(config, name, int(seed), int(epochs), args)))
@@ -140,8 +208,13 @@ def main() -> None:
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         lines.append(f"| {name} | {row['epochs']} | {fmt(row['final'], '.4f')} | {fmt(row['best'], '.4f')} "
                      f"| {fmt(row['s_per_epoch'], '.2f')} |")
+    rows = ablation(summary)
+    if rows:
+        lines += ["", *ablation_lines(rows)]
+        plot_ablation(rows, args.out / "ablation.png")
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
-    plot(summary, args.out / "curves.png")
+    drawn = {n: r for n, r in summary.items() if args.curves_of is None or parse_name(n)[0] in args.curves_of}
+    plot(drawn, args.out / "curves.png")
     print("\n".join(lines))
 
 

@@ -50,3 +50,21 @@ def test_a_variant_is_a_config_the_cli_takes(variant, tmp_path, monkeypatch):
         assert expected[variant](), variant
     else:  # data and optimizer variants: compare the resolved configs
         assert RUNS.variant_config(RUNS.VARIANTS[variant][1]) != RUNS.variant_config({})
+
+
+def test_the_ablation_sets_each_variant_against_the_full_recipes_seeds_at_its_budget(tmp_path):
+    def run(best, epochs):
+        return {"best": best, "epochs": epochs}
+
+    summary = {"full-s0-e60": run(0.60, 60), "full-s1-e60": run(0.62, 60), "no_dropout-s0-e60": run(0.65, 60),
+               "no_dropout-s1-e60": run(0.63, 60), "no_batchnorm-s0-e60": run(0.50, 41),  # stopped at epoch 41
+               "full-s0-e120": run(0.70, 120), "wide-s0-e120": run(0.71, 120)}  # one full seed at 120: no baseline
+    rows = {r["variant"]: r for r in RUNS.ablation(summary)}
+    assert set(rows) == {"full", "no_dropout"}
+    assert rows["no_dropout"]["delta"] == pytest.approx(0.03)  # mean(0.65, 0.63) - mean(0.60, 0.62)
+    assert rows["no_dropout"]["in_full_stds"] == pytest.approx(0.03 / 0.0141421, rel=1e-4)
+    assert rows["no_dropout"]["seeds"] == 2 and rows["full"]["delta"] == 0
+    lines = RUNS.ablation_lines(list(rows.values()))
+    assert "| no_dropout | dropout | 60 | 2 | 64.00% ± 1.41 | +3.00 | +2.1 |" in lines
+    RUNS.plot_ablation(list(rows.values()), tmp_path / "ablation.png")
+    assert (tmp_path / "ablation.png").stat().st_size > 0
