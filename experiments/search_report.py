@@ -44,8 +44,10 @@ def results(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("**/result.json"))]
 
 
-def search_row(name: str, root: Path) -> dict | None:
-    search, seeds = root / name / "search", root / name / "seeds"
+def search_row(name: str, root: Path, seeds_folder: str = "seeds") -> dict | None:
+    """The search of ``name`` and its winner's seeds in ``seeds_folder`` (``seeds<E>``: the winner
+    rerun at E epochs, a row of its own)."""
+    search, seeds = root / name / "search", root / name / seeds_folder
     if not (search / "trials.csv").exists():
         return None
     with open(search / "trials.csv") as f:
@@ -54,7 +56,8 @@ def search_row(name: str, root: Path) -> dict | None:
     runs = [r for r in results(seeds / "runs") if r.get("status") == "ok"] if seeds.exists() else []
     winner = json.loads((root / name / "winner.json").read_text()) if (root / name / "winner.json").exists() else {}
     statuses = {s: sum(t["status"] == s for t in trials) for s in dict.fromkeys(t["status"] for t in trials)}
-    return {"name": name, "trials": len(trials), "statuses": statuses, "compute_s": compute,
+    label = name if seeds_folder == "seeds" else f"{name}, {seeds_folder.removeprefix('seeds')} epochs"
+    return {"name": name, "label": label, "trials": len(trials), "statuses": statuses, "compute_s": compute,
             "winner": winner, "best_search": max((float(t["val_acc"]) for t in trials if math.isfinite(float(t["val_acc"]))), default=math.nan),
             "val": [r["val_acc"] for r in runs], "mc": [r["mc_val_acc"] for r in runs if "mc_val_acc" in r],
             "seeds_compute_s": sum(r["history"][-1]["wall_s"] for r in runs if r.get("history"))}
@@ -81,7 +84,7 @@ def table(rows: list[dict]) -> list[str]:
         met = "yes" if metric and statistics.mean(metric) >= target else "no"
         statuses = ", ".join(f"{n} {s}" for s, n in row["statuses"].items())
         winner = ", ".join(f"{short(k)} {value(v)}" for k, v in row["winner"].items())
-        lines.append(f"| {row['name']} | {stats(before)}{' (MC)' if row['name'] == 'alpha_dropout' else ''} | {row['trials']} ({statuses}), "
+        lines.append(f"| {row['label']} | {stats(before)}{' (MC)' if row['name'] == 'alpha_dropout' else ''} | {row['trials']} ({statuses}), "
                      f"{row['compute_s'] / 60:.0f} min + seeds {row['seeds_compute_s'] / 60:.0f} min | {winner} | {after} | {change} "
                      f"| ≥ {pct(target)} | {met} |")
     return lines
@@ -131,8 +134,10 @@ def main() -> None:
     parser.add_argument("--studies", default="studies/cifar10")
     parser.add_argument("--out", default="reports/cifar10/search.md")
     args = parser.parse_args()
-    rows = {name: row for name in BEFORE if (row := search_row(name, Path(args.studies)))}
-    text = HEADER + "\n".join(table(list(rows.values())) + ["", "## The exercise's questions", ""] + questions(rows)) + "\n"
+    root = Path(args.studies)
+    rows = {name: row for name in BEFORE if (row := search_row(name, root))}
+    longer = [search_row(name, root, p.name) for name in rows for p in sorted((root / name).glob("seeds?*"))]
+    text = HEADER + "\n".join(table([*rows.values(), *longer]) + ["", "## The exercise's questions", ""] + questions(rows)) + "\n"
     out = Path(args.out)
     if out.exists() and NOTES in out.read_text():  # the hand-written reading survives a rebuild
         text += "\n" + NOTES + out.read_text().split(NOTES, 1)[1]
