@@ -52,3 +52,32 @@ def test_the_search_driver_reads_each_cifar10_space_budget_from_its_command():
     assert onecycle == {"num_samples": 8, "asha": False, "grace_period": 1, "epochs": []}
     batchnorm = driver.search_command(ROOT / "configs/search/cifar10_batchnorm.yaml")
     assert batchnorm == {"num_samples": 10, "asha": True, "grace_period": 2, "epochs": ["--trainer.max_epochs=12"]}
+
+
+def test_the_search_report_gives_a_winners_longer_budget_a_row_of_its_own(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("search_report", ROOT / "experiments" / "search_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    best = tmp_path / "best"
+    (best / "search").mkdir(parents=True)
+    (best / "search" / "trials.csv").write_text("trial,status,val_acc\na,ok,0.56\nb,stopped,0.50\n")
+    (best / "winner.json").write_text(json.dumps({"model.label_smoothing": 0.09}))
+    for folder, accs in {"seeds": [0.590, 0.594], "seeds60": [0.600, 0.596]}.items():
+        for seed, acc in enumerate(accs):
+            run = best / folder / "runs" / "best" / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / "result.json").write_text(json.dumps({"status": "ok", "val_acc": acc}))
+    out = tmp_path / "search.md"
+    import sys
+    argv, sys.argv = sys.argv, ["search_report.py", "--studies", str(tmp_path), "--out", str(out)]
+    try:
+        report.main()
+    finally:
+        sys.argv = argv
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| best")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| best | ") and "2: 59.20% ± 0.28 (59.00%)" in rows[0] and rows[0].endswith("| no |")
+    assert rows[1].startswith("| best, 60 epochs | ") and "2: 59.80% ± 0.28 (59.60%)" in rows[1] and rows[1].endswith("| yes |")
