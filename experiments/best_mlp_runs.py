@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("studies/best_mlp/runs"),
                         help="summary.md/.json, curves.png, configs/, logs/ and one log file per run")
     parser.add_argument("--runs", nargs="*", default=[], help=f"variant:seed:epochs, variant one of {', '.join(VARIANTS)} (none: only tabulate OUT)")
-    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time (on a GPU: all of them)")
     parser.add_argument("--curves_of", nargs="*", default=None, help="variants curves.png draws (default: all)")
     parser.add_argument("--deadline", type=float, default=None, help="seconds after which running runs stop")
     args = parser.parse_args()

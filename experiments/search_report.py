@@ -131,8 +131,8 @@ NOTES = "## What the searches say"  # a section written by hand below the tables
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--studies", default="studies/cifar10")
-    parser.add_argument("--out", default="reports/cifar10/search.md")
+    parser.add_argument("--studies", default="studies/cifar10", help="the --out of experiments/cifar10_search.py")
+    parser.add_argument("--out", default="reports/cifar10/search.md", help="the report (its hand-written notes section is kept)")
     args = parser.parse_args()
     root = Path(args.studies)
     rows = {name: row for name in BEFORE if (row := search_row(name, root))}
