@@ -111,7 +111,7 @@ def ablation(summary: dict) -> list[dict]:
         delta = statistics.mean(values) - mean_full
         rows.append({"variant": variant, "epochs": epochs, "seeds": len(values), "best_val_acc": statistics.mean(values),
                      "std": statistics.stdev(values) if len(values) > 1 else None, "delta": delta,
-                     "in_full_stds": delta / std_full if std_full else None})
+                     "full_std": std_full, "in_full_stds": delta / std_full if std_full else None})
     return rows
 
 
@@ -142,7 +142,7 @@ def plot_ablation(rows: list[dict], path: Path) -> None:
     labels = [f"{r['variant']} ({r['epochs']} ep)" for r in rows]
     deltas = [100 * r["delta"] for r in rows]
     ax.barh(labels, deltas, color=["tab:green" if d > 0 else "tab:red" for d in deltas])
-    std = 100 * abs(rows[0]["delta"] / rows[0]["in_full_stds"]) if rows[0]["in_full_stds"] else 0
+    std = 100 * rows[0]["full_std"]
     ax.axvspan(-std, std, color="grey", alpha=0.25, label=f"full recipe, ±1 std of its seeds ({std:.2f})")
     ax.axvline(0, color="black", linewidth=0.8)
     ax.invert_yaxis()
