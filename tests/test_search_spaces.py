@@ -1,6 +1,9 @@
 """Every search space under configs/search/ names its config, and each key is one that config takes."""
 
+import importlib.util
+import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,14 @@ from deeptrain.tools.tune import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "configs" / "search").glob("*.yaml"))
+
+
+def load_experiment(name: str):
+    """A script of experiments/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def config_of(space: Path) -> Path:
@@ -43,24 +54,15 @@ def test_every_exercise_config_of_cifar10_has_a_search_space():
 
 
 def test_the_search_driver_reads_each_cifar10_space_budget_from_its_command():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("cifar10_search", ROOT / "experiments" / "cifar10_search.py")
-    driver = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(driver)
+    driver = load_experiment("cifar10_search")
     onecycle = driver.search_command(ROOT / "configs/search/cifar10_onecycle.yaml")
     assert onecycle == {"num_samples": 8, "asha": False, "grace_period": 1, "epochs": []}
     batchnorm = driver.search_command(ROOT / "configs/search/cifar10_batchnorm.yaml")
     assert batchnorm == {"num_samples": 10, "asha": True, "grace_period": 2, "epochs": ["--trainer.max_epochs=12"]}
 
 
-def test_the_search_report_gives_a_winners_longer_budget_a_row_of_its_own(tmp_path):
-    import importlib.util
-    import json
-
-    spec = importlib.util.spec_from_file_location("search_report", ROOT / "experiments" / "search_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+def test_the_search_report_gives_a_winners_longer_budget_a_row_of_its_own(tmp_path, monkeypatch):
+    report = load_experiment("search_report")
     best = tmp_path / "best"
     (best / "search").mkdir(parents=True)
     (best / "search" / "trials.csv").write_text("trial,status,val_acc\na,ok,0.56\nb,stopped,0.50\n")
@@ -71,12 +73,8 @@ def test_the_search_report_gives_a_winners_longer_budget_a_row_of_its_own(tmp_pa
             run.mkdir(parents=True)
             (run / "result.json").write_text(json.dumps({"status": "ok", "val_acc": acc}))
     out = tmp_path / "search.md"
-    import sys
-    argv, sys.argv = sys.argv, ["search_report.py", "--studies", str(tmp_path), "--out", str(out)]
-    try:
-        report.main()
-    finally:
-        sys.argv = argv
+    monkeypatch.setattr(sys, "argv", ["search_report.py", "--studies", str(tmp_path), "--out", str(out)])
+    report.main()
     rows = [line for line in out.read_text().splitlines() if line.startswith("| best")]
     assert len(rows) == 2
     assert rows[0].startswith("| best | ") and "2: 59.20% ± 0.28 (59.00%)" in rows[0] and rows[0].endswith("| no |")
