@@ -5,8 +5,10 @@ configs/search/, then its winner over 5 seeds with `deeptrain compare` (validati
         --data_dir ../shared/data/cifar10-jpeg --out studies/cifar10
 
 Each name runs `tune --config configs/cifar10/<name>.yaml --space configs/search/cifar10_<name>.yaml`
-with the space file's own overrides (its search budget: fewer epochs, ASHA), then `compare` of the
-config with the winning values on seeds 0-4 and the config's full budget. Both steps resume: the same
+with the space file's own options (its search budget: fewer epochs, ASHA; whether the first trial is
+the config itself), then `compare` of the config with the winning values on seeds 0-4 and the config's
+full budget. `<name>_full` searches the same config with the space `cifar10_<name>_full.yaml`
+(every trial at the full budget) into `<out>/<name>_full/`. Both steps resume: the same
 command redoes no finished trial or run. The winners go into configs/cifar10/ by hand, with a
 comment naming this search; reports/cifar10/search.md holds the tables.
 """
@@ -24,13 +26,15 @@ from deeptrain.tools.study import param_args
 from deeptrain.tools.tune import tune
 
 ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["batchnorm", "selu", "alpha_dropout", "onecycle", "best"]
+FULL = ["batchnorm", "selu", "alpha_dropout"]  # those with a full-budget space too
 
 
 def search_command(space: Path) -> dict:
     """The tune options written in the space file's comment (num_samples, asha, grace_period, epochs)."""
     text = " ".join(line.lstrip("# ").rstrip("\\ ") for line in space.read_text().splitlines() if line.startswith("#"))
     options = {"num_samples": int(re.search(r"--num_samples (\d+)", text).group(1)),
-               "asha": "--asha true" in text}
+               "asha": "--asha true" in text, "start_from_config": "--start_from_config true" in text}
     grace = re.search(r"--grace_period (\d+)", text)
     options["grace_period"] = int(grace.group(1)) if grace else 1
     epochs = re.search(r"--trainer\.max_epochs=(\d+)", text)
@@ -38,30 +42,32 @@ def search_command(space: Path) -> dict:
     return options
 
 
-def run(name: str, data: list[str], out: Path, seeds: int, samples: int | None) -> None:
-    config = ROOT / "configs" / "cifar10" / f"{name}.yaml"
+def run(name: str, data: list[str], out: Path, seeds: int, samples: int | None, concurrent: int) -> None:
+    config = ROOT / "configs" / "cifar10" / f"{name.removesuffix('_full')}.yaml"
     space = ROOT / "configs" / "search" / f"cifar10_{name}.yaml"
     options = search_command(space)
     best = tune(str(config), str(space), str(out / name / "search"), num_samples=samples or options["num_samples"],
                 asha=options["asha"], grace_period=options["grace_period"], overrides=data + options["epochs"],
-                max_concurrent=1)
+                max_concurrent=concurrent, start_from_config=options["start_from_config"])
     winner = param_args(best["params"])
     print(f"{name}: winner {shlex.join(winner)} (val_acc {best['val_acc']:.4f} on the search budget)", flush=True)
     (out / name / "winner.json").write_text(json.dumps(best["params"], indent=1))
-    compare([str(config)], str(out / name / "seeds"), seeds=seeds, overrides=data + winner, max_concurrent=1)
+    compare([str(config)], str(out / name / "seeds"), seeds=seeds, overrides=data + winner,
+            max_concurrent=concurrent)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="+", choices=["batchnorm", "selu", "alpha_dropout", "onecycle", "best"])
+    parser.add_argument("names", nargs="+", choices=[*NAMES, *(f"{n}_full" for n in FULL)])
     parser.add_argument("--data_dir", default="../shared/data/cifar10-jpeg", help="CIFAR-10 as an image folder")
     parser.add_argument("--out", default="studies/cifar10")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--num_samples", type=int, default=None, help="trials per search (default: the space file's)")
+    parser.add_argument("--concurrent", type=int, default=1, help="trials or seeds at a time (one torch thread each)")
     args = parser.parse_args()
     data = ["--data.dataset=image_folder", f"--data.data_dir={Path(args.data_dir).resolve()}"]
     for name in args.names:
-        run(name, data, Path(args.out).resolve(), args.seeds, args.num_samples)
+        run(name, data, Path(args.out).resolve(), args.seeds, args.num_samples, args.concurrent)
 
 
 if __name__ == "__main__":

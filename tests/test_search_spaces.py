@@ -56,9 +56,21 @@ def test_every_exercise_config_of_cifar10_has_a_search_space():
 def test_the_search_driver_reads_each_cifar10_space_budget_from_its_command():
     driver = load_experiment("cifar10_search")
     onecycle = driver.search_command(ROOT / "configs/search/cifar10_onecycle.yaml")
-    assert onecycle == {"num_samples": 8, "asha": False, "grace_period": 1, "epochs": []}
+    assert onecycle == {"num_samples": 8, "asha": False, "grace_period": 1, "epochs": [], "start_from_config": False}
     batchnorm = driver.search_command(ROOT / "configs/search/cifar10_batchnorm.yaml")
-    assert batchnorm == {"num_samples": 10, "asha": True, "grace_period": 2, "epochs": ["--trainer.max_epochs=12"]}
+    assert batchnorm == {"num_samples": 10, "asha": True, "grace_period": 2, "epochs": ["--trainer.max_epochs=12"],
+                         "start_from_config": False}
+    full = driver.search_command(ROOT / "configs/search/cifar10_batchnorm_full.yaml")
+    assert full == {"num_samples": 6, "asha": False, "grace_period": 1, "epochs": [], "start_from_config": True}
+
+
+@pytest.mark.parametrize("space", [s for s in SPACES if "--start_from_config true" in s.read_text()], ids=lambda p: p.stem)
+def test_a_space_that_starts_from_its_config_holds_the_configs_own_values(space, tmp_path, monkeypatch):
+    from deeptrain.tools.tune import config_point
+
+    monkeypatch.chdir(tmp_path)
+    domains = load_space(str(space))
+    assert list(config_point(str(config_of(space)), domains, [])) == list(domains)  # raises for a value outside the space
 
 
 def test_the_search_report_gives_a_winners_longer_budget_a_row_of_its_own(tmp_path, monkeypatch):
@@ -79,3 +91,30 @@ def test_the_search_report_gives_a_winners_longer_budget_a_row_of_its_own(tmp_pa
     assert len(rows) == 2
     assert rows[0].startswith("| best | ") and "2: 59.20% ± 0.28 (59.00%)" in rows[0] and rows[0].endswith("| no |")
     assert rows[1].startswith("| best, 60 epochs | ") and "2: 59.80% ± 0.28 (59.60%)" in rows[1] and rows[1].endswith("| yes |")
+
+
+def fake_study(root: Path, name: str, seeds: list[float]) -> None:
+    """A search folder of experiments/cifar10_search.py: two trials, a winner, and its seeds' results."""
+    (root / name / "search").mkdir(parents=True)
+    (root / name / "search" / "trials.csv").write_text("trial,status,val_acc\na,ok,0.55\nb,stopped,0.50\n")
+    (root / name / "winner.json").write_text(json.dumps({"data.batch_size": 32}))
+    for seed, acc in enumerate(seeds):
+        run = root / name / "seeds" / "runs" / name / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({"status": "ok", "val_acc": acc}))
+
+
+def test_a_full_budget_search_gets_its_row_and_answers_the_exercise_question(tmp_path, monkeypatch):
+    report = load_experiment("search_report")
+    fake_study(tmp_path, "batchnorm", [0.541, 0.540])
+    fake_study(tmp_path, "batchnorm_full", [0.556, 0.558])
+    out = tmp_path / "search.md"
+    monkeypatch.setattr(sys, "argv", ["search_report.py", "--studies", str(tmp_path), "--out", str(out)])
+    report.main()
+    lines = out.read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| batchnorm")]
+    assert rows[0].startswith("| batchnorm | ") and rows[0].endswith("| no |")
+    assert rows[1].startswith("| batchnorm, full-budget search | ") and "2: 55.70% ± 0.14 (55.60%)" in rows[1]
+    assert rows[1].endswith("| yes |")
+    question = next(line for line in lines if "batch norm's gain" in line)
+    assert "55.70% ± 0.14 (55.60%)" in question  # the full-budget seeds, not the short search's

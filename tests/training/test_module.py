@@ -142,3 +142,21 @@ def test_the_epoch_train_loss_is_the_example_weighted_mean_of_the_step_losses(tm
     mean = sum(loss * count for loss, count in last_epoch) / 96
     assert t.callback_metrics["train_loss"].item() == pytest.approx(mean, rel=1e-6)
     assert t.callback_metrics["train_loss_epoch"].item() == pytest.approx(mean, rel=1e-6)
+
+
+def test_the_epoch_train_acc_counts_the_correct_predictions_of_every_step(tmp_path):
+    steps = []
+
+    class StepPredictions(L.Callback):  # no dropout or BN: the step's forward pass, redone before its update
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            with torch.no_grad():
+                steps.append((int((pl_module(batch[0]).argmax(1) == batch[1]).sum()), len(batch[1])))
+
+    L.seed_everything(0)
+    t = trainer(tmp_path, max_epochs=2, callbacks=[StepPredictions()])
+    t.fit(model(lr=0.05), datamodule=TinyData(batch_size=40))  # batches of 40, 40 and 16
+    last_epoch = steps[3:]
+    assert [count for _, count in last_epoch] == [40, 40, 16]
+    correct = sum(c for c, _ in last_epoch)
+    assert correct != sum(c for c, _ in steps[:3])  # the epochs differ: a sum over both would show
+    assert t.callback_metrics["train_acc"].item() == pytest.approx(correct / 96, abs=1e-7)
