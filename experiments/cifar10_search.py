@@ -58,10 +58,12 @@ def run(name: str, data: list[str], out: Path, seeds: int, samples: int | None, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="+", choices=[*NAMES, *(f"{n}_full" for n in FULL)])
+    parser.add_argument("names", nargs="+", choices=[*NAMES, *(f"{n}_full" for n in FULL)], metavar="NAME",
+                        help=f"configs to search, in order: {', '.join(NAMES)} (the space's own budget), or "
+                             f"{', '.join(f'{n}_full' for n in FULL)} (every trial at the full budget, from the config)")
     parser.add_argument("--data_dir", default="../shared/data/cifar10-jpeg", help="CIFAR-10 as an image folder")
-    parser.add_argument("--out", default="studies/cifar10")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--out", default="studies/cifar10", help="<out>/<name>/: search/, winner.json, seeds/")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of the winner's rerun (0..N-1)")
     parser.add_argument("--num_samples", type=int, default=None, help="trials per search (default: the space file's)")
     parser.add_argument("--concurrent", type=int, default=1, help="trials or seeds at a time (one torch thread each)")
     args = parser.parse_args()
