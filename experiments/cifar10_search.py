@@ -26,12 +26,13 @@ from deeptrain.tools.study import param_args
 from deeptrain.tools.tune import tune
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ["batchnorm", "selu", "alpha_dropout", "onecycle", "best"]
-FULL = ["batchnorm", "selu", "alpha_dropout"]  # those with a full-budget space too
+# one per space file configs/search/cifar10_<name>.yaml; <config>_full searches <config>.yaml at its full budget
+NAMES = sorted(p.stem.removeprefix("cifar10_") for p in (ROOT / "configs" / "search").glob("cifar10_*.yaml"))
 
 
 def search_command(space: Path) -> dict:
-    """The tune options written in the space file's comment (num_samples, asha, grace_period, epochs)."""
+    """The tune options written in the space file's comment (num_samples, asha, grace_period, epochs,
+    start_from_config)."""
     text = " ".join(line.lstrip("# ").rstrip("\\ ") for line in space.read_text().splitlines() if line.startswith("#"))
     options = {"num_samples": int(re.search(r"--num_samples (\d+)", text).group(1)),
                "asha": "--asha true" in text, "start_from_config": "--start_from_config true" in text}
@@ -58,9 +59,9 @@ def run(name: str, data: list[str], out: Path, seeds: int, samples: int | None, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="+", choices=[*NAMES, *(f"{n}_full" for n in FULL)], metavar="NAME",
-                        help=f"configs to search, in order: {', '.join(NAMES)} (the space's own budget), or "
-                             f"{', '.join(f'{n}_full' for n in FULL)} (every trial at the full budget, from the config)")
+    parser.add_argument("names", nargs="+", choices=NAMES, metavar="NAME",
+                        help=f"searches to run, in order: {', '.join(NAMES)} (<config>_full: every trial at the "
+                             "config's full budget, starting from the config itself)")
     parser.add_argument("--data_dir", default="../shared/data/cifar10-jpeg", help="CIFAR-10 as an image folder")
     parser.add_argument("--out", default="studies/cifar10", help="<out>/<name>/: search/, winner.json, seeds/")
     parser.add_argument("--seeds", type=int, default=5, help="seeds of the winner's rerun (0..N-1)")

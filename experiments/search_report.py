@@ -115,13 +115,14 @@ def questions(rows: dict[str, dict]) -> list[str]:
 HEADER = """# CIFAR-10: searched hyperparameters for the exercise configs (issue 18)
 
 Each exercise config of [the study](README.md) was searched with `deeptrain tune` over its space in
-`configs/search/` (Optuna TPE on Ray Tune, one trial at a time, one torch thread, validation accuracy
-on the 5,000 held-out training images; the short-budget searches stop bad trials early with ASHA;
-the full-budget ones train every trial to early stopping, with the config itself as the first trial),
-then its winner ran over 5 seeds with `deeptrain compare` at the config's full budget. "before" is the
-hand-tuned config of reports/cifar10/README.md on seeds 0-2; Welch's t is the difference of the means
-over its standard error (|t| > 2: larger than the seeds' noise). Validation only: no test split here.
-Times: one core of the shared 2-core machine, the other core training too.
+`configs/search/` (Optuna TPE on Ray Tune, one torch thread per trial, validation accuracy on the
+5,000 held-out training images; the short-budget searches ran one trial at a time and stop bad trials
+early with ASHA; the full-budget ones ran two at a time, train every trial to early stopping, and
+start from the config itself), then its winner ran over 5 seeds with `deeptrain compare` at the
+config's full budget. "before" is the hand-tuned config of reports/cifar10/README.md on seeds 0-2;
+Welch's t is the difference of the means over its standard error (|t| > 2: larger than the seeds'
+noise). Validation only: no test split here. Compute: the sum of the trials' or seeds' wall times on
+the shared 2-core machine, both cores training.
 
     python experiments/cifar10_search.py batchnorm selu alpha_dropout onecycle best --out studies/cifar10
     python experiments/cifar10_search.py selu_full alpha_dropout_full batchnorm_full --out studies/cifar10 --concurrent 2

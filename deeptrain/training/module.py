@@ -219,9 +219,9 @@ class Classifier(L.LightningModule):
             mean = self._epoch_loss_sum / self._epoch_count
             self.log("train_loss_epoch", mean, prog_bar=True)
             self.log("train_loss", mean, logger=False)
-            strategy = self.trainer.strategy
             count = torch.tensor(self._epoch_count, device=self._epoch_correct.device)
-            self.log("train_acc", strategy.reduce(self._epoch_correct, reduce_op="sum") / strategy.reduce(count, reduce_op="sum"))
+            correct, count = self.trainer.strategy.reduce(torch.stack([self._epoch_correct, count]), reduce_op="sum")
+            self.log("train_acc", correct / count)
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy) -> None:
         x, y = batch
