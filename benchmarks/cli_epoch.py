@@ -32,6 +32,15 @@ checkpoint save (until ``save_checkpoint`` returns) with each writer.
     python benchmarks/cli_epoch.py --batch_sizes --breakdown 1000 --train_size 5000 --epochs 6 --repeats 3 \
         --threads 1 --saves 20 --json cli_epoch.json
 
+Paired steps (``--paired``): one ``deeptrain fit`` in which, before each of its training steps, a
+callback runs one step of the plain loop (same network, data and optimizer settings), so every CLI
+step has a plain step beside it in time. The medians of the two step times (epochs 2..N, the
+epochs' last steps, validation and epoch ends left out) give the per-step overhead in
+microseconds, which on a machine shared with other jobs is far steadier than a ratio of epochs
+timed apart (their rounds spread by 10 % or more; paired runs repeat within 1 %).
+
+    python benchmarks/cli_epoch.py --batch_sizes --paired 32 128 1000 --train_size 10000 --epochs 3 --threads 1
+
 ``--train_size`` keeps a random slice of the 45,000 training images (``--data.train_size``) for
 a quicker run. Data: the CIFAR-10 JPEG folder (``--data_dir``, decoded once into
 ``$DEEPTRAIN_CACHE_DIR``).
@@ -221,6 +230,58 @@ def compare(data: list[str], batch_size: int, epochs: int, repeats: int,
             for name, runs in rounds.items()}
 
 
+class PairedSteps(L.Callback):
+    """Runs one plain step before each CLI step and times both: the CLI step from the end of the
+    plain step to the start of the next batch."""
+
+    def __init__(self, plain_step: Callable[[], None]) -> None:
+        self.plain_step, self.cli, self.plain, self.epoch = plain_step, [], [], 0
+        self._plain_end: float | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch, self._plain_end = trainer.current_epoch, None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        start = time.perf_counter()
+        if self._plain_end is not None and self.epoch > 0:  # epoch 1 warms up
+            self.cli.append(start - self._plain_end)
+        self.plain_step()
+        self._plain_end = time.perf_counter()
+        if self.epoch > 0:
+            self.plain.append(self._plain_end - start)
+
+
+def paired_steps(data: list[str], batch_size: int, epochs: int) -> dict[str, Any]:
+    """Median microseconds of a CLI training step and of a plain one, interleaved one for one in one fit."""
+    net, dm, lr = plain_model(data, batch_size)
+    optimizer = torch.optim.NAdam(net.parameters(), lr=lr)
+    train = dm.split("train")
+    loader = InMemoryLoader(train.images, train.labels, dm.batch_size, shuffle=True, seed=0)
+    batches = iter(())
+
+    def plain_step() -> None:
+        nonlocal batches
+        batch = next(batches, None)
+        if batch is None:
+            batches = iter(loader)
+            batch = next(batches)
+        x, y = batch
+        loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    pairs = PairedSteps(plain_step)
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = build_cli(cli_args(data, batch_size, epochs, Path(tmp), []), run=False)
+        cli.trainer.callbacks.insert(0, pairs)
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli_us, plain_us = 1e6 * statistics.median(pairs.cli), 1e6 * statistics.median(pairs.plain)
+    return {"batch_size": batch_size, "steps": len(pairs.cli), "plain_step_us": plain_us, "cli_step_us": cli_us,
+            "overhead_us": cli_us - plain_us, "step_ratio": cli_us / plain_us}
+
+
 def save_times(data: list[str], saves: int) -> list[dict[str, Any]]:
     """Milliseconds until ``save_checkpoint`` returns (what the training loop waits for), fastest and median
     of ``saves``, for the CLI's real checkpoint after one epoch: Lightning's writer, the atomic writer
@@ -245,6 +306,7 @@ def save_times(data: list[str], saves: int) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_sizes", type=int, nargs="*", default=[32, 128, 1000], help="CLI vs plain loop at these")
+    parser.add_argument("--paired", type=int, nargs="*", default=[], help="paired per-step CLI/plain at these batch sizes")
     parser.add_argument("--breakdown", type=int, nargs="*", default=[], help="per-feature costs at these batch sizes")
     parser.add_argument("--features", nargs="+", default=list(FEATURES) + ["bare"], choices=list(FEATURES) + ["bare"])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run; the first is not timed")
@@ -269,6 +331,10 @@ def main() -> None:
                      "cpu_ratio": cli["cpu"] / plain["cpu"], "process_cpu_ratio": cli["process_cpu"] / plain["process_cpu"],
                      "plain_spread": plain["spread"], "cli_spread": cli["spread"]})
         print_table(rows[-1:], list(rows[-1]))
+    paired = []
+    for batch_size in args.paired:
+        paired.append(paired_steps(data, batch_size, args.epochs))
+        print_table(paired[-1:], list(paired[-1]))
     for batch_size in args.breakdown:
         variants = {"default": [], **{f"-{f}": list(FEATURES) if f == "bare" else [f] for f in args.features}}
         best = compare(data, batch_size, args.epochs, args.repeats, variants)
@@ -284,6 +350,9 @@ def main() -> None:
     if rows:
         print("\nCLI against the plain loop")
         print_table(rows, list(rows[0]))
+    if paired:
+        print("\nPaired steps: a plain step before each CLI step, medians of epochs 2..N")
+        print_table(paired, list(paired[0]))
     if breakdown:
         print("\nPer-feature cost (default epoch minus the epoch without it)")
         print_table(breakdown, list(breakdown[0]))
@@ -293,7 +362,7 @@ def main() -> None:
     if saves:
         print(f"\nOne checkpoint save, until save_checkpoint returns ({args.saves} saves each)")
         print_table(saves, list(saves[0]))
-    write_json(args.json, rows, benchmark="cli_epoch", breakdown=breakdown, hooks=hooks, saves=saves, epochs=args.epochs, repeats=args.repeats,
+    write_json(args.json, rows, benchmark="cli_epoch", paired=paired, breakdown=breakdown, hooks=hooks, saves=saves, epochs=args.epochs, repeats=args.repeats,
                train_size=args.train_size)
 
 

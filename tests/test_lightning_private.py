@@ -138,3 +138,43 @@ def test_the_module_logs_its_step_loss_exactly_on_the_steps_lightning_writes(tmp
     t.fit(classifier(optimizer=partial(torch.optim.SGD, lr=0.1)), datamodule=TinyData())
     assert list(logger.losses) == steps
     assert logger.losses == pytest.approx({step: probe.losses[step] for step in steps}, rel=1e-6)
+
+
+class HookNames(L.Callback):
+    """Records the module's ``_current_fx_name`` inside hooks, and whether it sits in the instance dict."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, *args):
+        self.seen.append((pl_module._current_fx_name, "_current_fx_name" in vars(pl_module)))
+
+
+def test_cheap_hook_name_takes_lightnings_hook_names_and_leaves_module_attributes_alone(tmp_path, monkeypatch):
+    model = classifier()
+    slow = []
+    original = torch.nn.Module.__setattr__
+    monkeypatch.setattr(torch.nn.Module, "__setattr__", lambda self, name, value: (slow.append(name), original(self, name, value))[1])
+    names = HookNames()
+    trainer(tmp_path, max_steps=2, callbacks=[names]).fit(model, datamodule=TinyData())
+    assert names.seen == [("on_train_batch_start", True)] * 2  # what Lightning sets around each hook call
+    assert "_current_fx_name" not in slow  # went around nn.Module's checks
+    model.extra = torch.nn.Parameter(torch.zeros(2))  # anything else still goes through nn.Module
+    model.head = torch.nn.Linear(2, 2)
+    assert "extra" in dict(model.named_parameters()) and "head" in dict(model.named_children())
+
+
+def test_cached_state_key_is_lightnings_key_computed_once(monkeypatch):
+    from deeptrain.callbacks.checkpointing import PeriodicCheckpoint
+    from deeptrain.callbacks.early_stopping import EarlyStopping
+
+    for callback, lightning_class in ((PeriodicCheckpoint(every_n_train_steps=7), ModelCheckpoint),
+                                      (EarlyStopping(monitor="val_acc", mode="max"), L.pytorch.callbacks.EarlyStopping)):
+        expected = lightning_class.state_key.fget(callback)  # Lightning's own, uncached
+        calls = []
+        original = type(callback)._generate_state_key
+        monkeypatch.setattr(type(callback), "_generate_state_key", lambda self, **kw: (calls.append(1), original(self, **kw))[1])
+        assert [callback.state_key for _ in range(3)] == [expected] * 3
+        assert len(calls) == 1
+        assert expected.startswith(type(callback).__qualname__) and ("7" in expected or "val_acc" in expected)
+

@@ -18,12 +18,12 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from deeptrain._lightning import request_graceful_stop, save_last_checkpoint
+from deeptrain._lightning import CachedStateKey, request_graceful_stop, save_last_checkpoint
 
 PathLike = Union[str, Path]  # as Lightning's own _PATH
 
 
-class PeriodicCheckpoint(ModelCheckpoint):
+class PeriodicCheckpoint(CachedStateKey, ModelCheckpoint):
     """Writes ``last.ckpt`` every ``every_n_train_steps`` optimizer steps and at the end of every epoch.
 
     A kill loses at most ``every_n_train_steps`` steps (and each write is atomic with
@@ -48,8 +48,11 @@ class PeriodicCheckpoint(ModelCheckpoint):
         # save_top_k=0: only last.ckpt; no version counter: always the same file, overwritten
         super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps,
                          enable_version_counter=False)
+        self.every_n_train_steps = every_n_train_steps
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        if not self.every_n_train_steps or trainer.global_step % self.every_n_train_steps:
+            return  # not a saving step: the common case, decided before Lightning's own checks
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # saved at on_train_epoch_end, after validation
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)

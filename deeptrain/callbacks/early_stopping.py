@@ -10,11 +10,12 @@ from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from deeptrain._lightning import CachedStateKey
 from deeptrain.nn.sparsity import load_state_dict_any_, plain_state_dict
 from deeptrain.training.checkpoint_io import wait_for_checkpoints
 
 
-class EarlyStopping(_LightningEarlyStopping):
+class EarlyStopping(CachedStateKey, _LightningEarlyStopping):
     """Lightning's ``EarlyStopping``, and at the end of ``fit`` the module holds the weights of
     the best monitored epoch, not the last one.
 

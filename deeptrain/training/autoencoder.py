@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from deeptrain._lightning import attached_trainer
+from deeptrain._lightning import CheapHookName, attached_trainer
 from deeptrain.nn.mlp import MLP, MLPConfig
 from deeptrain.nn.normalization import InputNormalizer
 
 
-class LayerwiseAutoencoder(L.LightningModule):
+class LayerwiseAutoencoder(CheapHookName, L.LightningModule):
     """Greedy layer-wise autoencoder pretraining of an MLP's hidden layers (labels ignored).
 
     Train for ``epochs_per_layer * depth`` epochs: each stage trains one hidden block and

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim.lr_scheduler import OneCycleLR
 from torchmetrics.classification import MulticlassAccuracy
 
-from deeptrain._lightning import attached_trainer, drop_hparams
+from deeptrain._lightning import CheapHookName, attached_trainer, drop_hparams
 from deeptrain.nn.mc_dropout import mc_predict
 from deeptrain.nn.mlp import MLP, MLPConfig
 from deeptrain.nn.normalization import InputNormalizer
@@ -51,7 +51,7 @@ def finite_total_steps(trainer: L.Trainer) -> int:
     return int(steps)
 
 
-class Classifier(L.LightningModule):
+class Classifier(CheapHookName, L.LightningModule):
     """Trains an :class:`~deeptrain.nn.mlp.MLP` with cross-entropy.
 
     Args:
