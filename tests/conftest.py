@@ -47,7 +47,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if before is None or session.config.option.collectonly:
         return
     after = snapshot(Path.cwd()), snapshot(user_cache())
-    changed = [f"{where}: {sorted(set(a) ^ set(b))[:5]}" for where, a, b in
+    changed = [f"{where}: {sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))[:5]}" for where, a, b in
                zip(("working directory", "~/.cache/deeptrain"), before, after) if a != b]
     if changed:
         session.config.get_terminal_writer().line(
