@@ -177,4 +177,3 @@ def test_cached_state_key_is_lightnings_key_computed_once(monkeypatch):
         assert [callback.state_key for _ in range(3)] == [expected] * 3
         assert len(calls) == 1
         assert expected.startswith(type(callback).__qualname__) and ("7" in expected or "val_acc" in expected)
-

@@ -8,7 +8,7 @@ import pytest
 from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
 
 from deeptrain.cli import build_cli
-from deeptrain.training.lean import NoProfiler
+from deeptrain.training.profiler import NoProfiler
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fashion_mnist" / "mlp.yaml"
 
