@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import itertools
 import logging
 import os
 import statistics
@@ -181,6 +182,15 @@ def plain_model(data: list[str], batch_size: int) -> tuple[torch.nn.Module, Any,
     return net, dm, lr
 
 
+def plain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One step of the plain loop: forward, cross-entropy, backward, update; returns the loss."""
+    loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def plain_run(template: torch.nn.Module, dm: Any, lr: float, epochs: int) -> list[tuple[float, ...]]:
     """(wall, thread CPU, process CPU) seconds of each epoch of a plain loop: train over the shuffled split, then validate."""
     model = copy.deepcopy(template)
@@ -194,11 +204,7 @@ def plain_run(template: torch.nn.Module, dm: Any, lr: float, epochs: int) -> lis
         model.train()
         train_loss = torch.zeros(())
         for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            train_loss += loss.detach() * len(y)
+            train_loss += plain_step(model, optimizer, x, y).detach() * len(y)
         model.eval()
         val_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
         with torch.inference_mode():
@@ -257,21 +263,8 @@ def paired_steps(data: list[str], batch_size: int, epochs: int) -> dict[str, Any
     optimizer = torch.optim.NAdam(net.parameters(), lr=lr)
     train = dm.split("train")
     loader = InMemoryLoader(train.images, train.labels, dm.batch_size, shuffle=True, seed=0)
-    batches = iter(())
-
-    def plain_step() -> None:
-        nonlocal batches
-        batch = next(batches, None)
-        if batch is None:
-            batches = iter(loader)
-            batch = next(batches)
-        x, y = batch
-        loss = F.cross_entropy(net(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    pairs = PairedSteps(plain_step)
+    batches = itertools.chain.from_iterable(itertools.repeat(loader))  # epoch after epoch, reshuffled
+    pairs = PairedSteps(lambda: plain_step(net, optimizer, *next(batches)))
     with tempfile.TemporaryDirectory() as tmp:
         cli = build_cli(cli_args(data, batch_size, epochs, Path(tmp), []), run=False)
         cli.trainer.callbacks.insert(0, pairs)
