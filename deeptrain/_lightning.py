@@ -111,3 +111,6 @@ def set_logger_version(logger: L.pytorch.loggers.Logger, version: str) -> None:
 # ``_prepare_subcommand_parser``, ``_add_arguments``, ``_prepare_subcommand_kwargs``, and the
 # attributes ``_subcommand_parsers``, ``_subcommand_method_arguments`` and ``_model_class``: methods of
 # a subclass cannot move here; tests/test_lightning_private.py pins each of them.
+#
+# And ``deeptrain.training.lean_loop`` subclasses Lightning's ``_TrainingEpochLoop`` (a shorter path per
+# training batch); tests/training/test_lean_loop.py checks it bitwise against Lightning's own loop.

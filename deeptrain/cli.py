@@ -45,6 +45,7 @@ from deeptrain.data.datamodule import ImageDataModule
 from deeptrain.training.checkpoint_io import (UNREADABLE, AtomicCheckpointIO, as_corrupt_checkpoint_error,
                                              storage_error_message)
 from deeptrain.training.module import Classifier
+from deeptrain.training.lean_loop import use_lean_loop
 from deeptrain.training.profiler import swap_in_no_profiler
 from deeptrain.training.runs import FRESH_WEIGHTS, log_into_run_of, resolve_best_checkpoint, resolve_last_checkpoint
 
@@ -226,6 +227,7 @@ class DeeptrainCLI(LightningCLI):
         if trainer.logger is None:  # --trainer.logger false: nothing for the LR monitor to write to
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         swap_in_no_profiler(trainer)  # profiles nothing, as Lightning's default, cheaper per hook call
+        use_lean_loop(trainer)  # Lightning's loop without the layers that do nothing in the common setup
         return trainer
 
     def _parse_ckpt_path(self) -> None:

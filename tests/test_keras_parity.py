@@ -106,6 +106,15 @@ def test_clipnorm_clips_each_variable_by_its_own_norm():
     assert b.grad.norm() < 0.1
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_clipnorm_works_in_64_bit_and_half_precision(dtype):
+    a = nn.Parameter(torch.zeros(2, dtype=dtype))
+    a.grad = torch.tensor([3.0, 4.0], dtype=dtype)
+    clip_per_variable_norm_([a], 1.0)
+    assert a.grad.dtype == dtype
+    torch.testing.assert_close(a.grad, torch.tensor([0.6, 0.8], dtype=dtype))
+
+
 def first_step(tmp_path, clipnorm=None, **trainer_kwargs):
     """One SGD step (lr 1) on TinyData's first batch: (weight change, that batch's raw gradients)."""
     data = TinyData()

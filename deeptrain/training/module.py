@@ -343,7 +343,8 @@ def clip_per_variable_norm_(params: Sequence[torch.Tensor], clipnorm: float) -> 
     """
     for p in params:
         if p.grad is not None:
-            norm = torch.linalg.vector_norm(p.grad, dtype=torch.float32)
+            # at least float32 (half-precision gradients), and float64 ones in float64
+            norm = torch.linalg.vector_norm(p.grad, dtype=torch.promote_types(p.grad.dtype, torch.float32))
             p.grad.mul_((clipnorm / norm.clamp(min=clipnorm)).to(p.grad.dtype))
 
 

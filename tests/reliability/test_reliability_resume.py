@@ -26,6 +26,7 @@ from deeptrain.callbacks.resume import ExactResume
 from deeptrain.cli import main
 from deeptrain.data.datamodule import ImageDataModule
 from deeptrain.nn.mlp import MLPConfig
+from deeptrain.training.lean_loop import use_lean_loop
 from deeptrain.training.checkpoint_io import AtomicCheckpointIO
 from deeptrain.training.module import Classifier
 
@@ -53,8 +54,10 @@ def fit(config: Path, *extra: str) -> None:
     main(["fit", "--config", str(config), *extra])
 
 
-def fit_trainer(root: Path, images: Path, schedule: str, ckpt_path: str | None = None, crash: bool = False) -> None:
-    """What the CLI builds for the tiny config (its default callbacks and checkpoint IO), without parsing."""
+def fit_trainer(root: Path, images: Path, schedule: str, ckpt_path: str | None = None, crash: bool = False,
+                lean: bool = False) -> None:
+    """What the CLI builds for the tiny config (its default callbacks and checkpoint IO, and with ``lean``
+    its training loop), without parsing."""
     L.seed_everything(7, verbose=False)
     factory, interval = SCHEDULE_FACTORIES[schedule]
     model = Classifier(MLPConfig(widths=[16, 16], activation="rrelu", dropout=0.2), input_shape=(1, 4, 4),
@@ -68,6 +71,8 @@ def fit_trainer(root: Path, images: Path, schedule: str, ckpt_path: str | None =
     trainer = L.Trainer(max_epochs=EPOCHS, deterministic=True, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=root,
                         callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    if lean:
+        use_lean_loop(trainer)
     trainer.fit(model, data, ckpt_path=ckpt_path)
 
 
@@ -113,18 +118,19 @@ def references(tiny_images, tmp_path_factory) -> dict:
     return get
 
 
+@pytest.mark.parametrize("lean", [False, True], ids=["lightning_loop", "lean_loop"])
 @pytest.mark.parametrize("schedule", sorted(SCHEDULE_FACTORIES))
-def test_resume_after_a_crash_is_bitwise_exact(schedule, references, tiny_images, tmp_path):
-    expected = references(schedule)
+def test_resume_after_a_crash_is_bitwise_exact(schedule, lean, references, tiny_images, tmp_path):
+    expected = references(schedule)  # Lightning's own loop, uninterrupted
 
     # a random step that is not a checkpoint step (every 3): the run loses 1 or 2 steps and redoes them
     CrashAtStep.step = random.Random(schedule).choice([s for s in range(4, STEPS_PER_EPOCH * EPOCHS - 1) if s % 3])
     CrashAtStep.signum = None
     with pytest.raises(Crash):
-        fit_trainer(tmp_path / "run", tiny_images, schedule, crash=True)
+        fit_trainer(tmp_path / "run", tiny_images, schedule, crash=True, lean=lean)
     torch.manual_seed(1234)  # whatever the crash left in memory must not matter
     random.seed(1234)
-    fit_trainer(tmp_path / "run", tiny_images, schedule, ckpt_path="last")
+    fit_trainer(tmp_path / "run", tiny_images, schedule, ckpt_path="last", lean=lean)
     assert_same(last_state(tmp_path / "run"), expected)
 
 

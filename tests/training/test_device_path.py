@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from deeptrain.data.datamodule import ImageDataModule
 from deeptrain.nn.mlp import MLPConfig
+from deeptrain.training.lean_loop import use_lean_loop
 from deeptrain.training.module import Classifier
 
 aten = torch.ops.aten
@@ -111,7 +112,8 @@ class StepSyncCounter(L.Callback):
     MLPConfig(depth=2, width=16, activation="elu"),
     MLPConfig(depth=2, width=16, norm="batch", input_norm=True, dropout=0.2, max_norm=1.0),
 ], ids=["plain", "bn+dropout+max_norm"])
-def test_training_steps_need_no_host_sync_and_no_batch_copy(tmp_path, monkeypatch, net):
+@pytest.mark.parametrize("lean", [False, True], ids=["lightning_loop", "lean_loop"])
+def test_training_steps_need_no_host_sync_and_no_batch_copy(tmp_path, monkeypatch, net, lean):
     """fit on the CPU through the GPU's code path: augmentation after the transfer, normalization in the model."""
     data = ImageDataModule("image_folder", data_dir=str(noise_folder(tmp_path / "img")), val_size=12, batch_size=8,
                            hflip=True, crop_padding=2, cache_dir=str(tmp_path / "cache"))
@@ -129,6 +131,8 @@ def test_training_steps_need_no_host_sync_and_no_batch_copy(tmp_path, monkeypatc
     trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=CSVLogger(tmp_path), log_every_n_steps=every,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[counter])
+    if lean:  # the CLI's loop
+        use_lean_loop(trainer)
     trainer.fit(model, datamodule=data)
 
     assert len(counter.windows) == 2 * (6 - 1)  # 48 training images / 8 per batch, two epochs
