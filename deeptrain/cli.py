@@ -44,8 +44,8 @@ from deeptrain.callbacks.resume import ExactResume
 from deeptrain.data.datamodule import ImageDataModule
 from deeptrain.training.checkpoint_io import (UNREADABLE, AtomicCheckpointIO, as_corrupt_checkpoint_error,
                                              storage_error_message)
-from deeptrain.training.module import Classifier
 from deeptrain.training.lean_loop import use_lean_loop
+from deeptrain.training.module import Classifier
 from deeptrain.training.profiler import swap_in_no_profiler
 from deeptrain.training.runs import FRESH_WEIGHTS, log_into_run_of, resolve_best_checkpoint, resolve_last_checkpoint
 

@@ -26,8 +26,8 @@ from deeptrain.callbacks.resume import ExactResume
 from deeptrain.cli import main
 from deeptrain.data.datamodule import ImageDataModule
 from deeptrain.nn.mlp import MLPConfig
-from deeptrain.training.lean_loop import use_lean_loop
 from deeptrain.training.checkpoint_io import AtomicCheckpointIO
+from deeptrain.training.lean_loop import use_lean_loop
 from deeptrain.training.module import Classifier
 
 STEPS_PER_EPOCH, EPOCHS = 8, 3
