@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from bitwise import assert_same
 from reliability_helpers import SCHEDULE_FACTORIES, SCHEDULES, SGD, tiny_config
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -85,21 +86,6 @@ def last_state(tmp: Path) -> dict:
     callbacks = {k: v for k, v in ckpt["callbacks"].items() if "Checkpoint" not in k}
     return {"state_dict": ckpt["state_dict"], "optimizer": ckpt["optimizer_states"], "callbacks": callbacks,
             "schedulers": ckpt["lr_schedulers"], "epoch": ckpt["epoch"], "step": ckpt["global_step"]}
-
-
-def assert_same(a, b, where: str = "") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
 from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+from bitwise import assert_same
 from tiny_data import TinyData
 
 from deeptrain.cli import build_cli
@@ -70,21 +70,6 @@ def fit(lean: bool, tmp_path: Path, **trainer_kwargs) -> tuple[L.Trainer, Classi
     trainer.fit(model, TinyData(n=96, batch_size=16, shuffle=True))
     checkpoint = trainer._checkpoint_connector.dump_checkpoint()
     return trainer, model, recorder, checkpoint
-
-
-def assert_same(a, b, where: str = "") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def test_the_lean_loop_is_lightnings_loop_bitwise(tmp_path, monkeypatch):
