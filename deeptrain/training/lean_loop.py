@@ -84,9 +84,10 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
 
     def on_run_start(self, data_fetcher: _DataFetcher) -> None:
         super().on_run_start(data_fetcher)
-        lean = lean_path_blocker(self.trainer) is None and not isinstance(data_fetcher, _DataLoaderIterDataFetcher)
-        lean = lean and type(self.automatic_optimization) is _AutomaticOptimization
-        self._plan = self._make_plan() if lean and not self.automatic_optimization._skip_backward else None
+        optimization = self.automatic_optimization
+        lean = (lean_path_blocker(self.trainer) is None and not isinstance(data_fetcher, _DataLoaderIterDataFetcher)
+                and type(optimization) is _AutomaticOptimization and not optimization._skip_backward)
+        self._plan = self._make_plan() if lean else None
 
     def _make_plan(self) -> _Plan:
         trainer, module = self.trainer, self.trainer.lightning_module
