@@ -10,7 +10,11 @@ checkpoint, the exact-resume state and the non-finite loss guard.
 Plain side: the same network (a copy of the CLI model's initial weights), the same in-memory
 uint8 tensors served by the same :class:`~deeptrain.data.loader.InMemoryLoader`, NAdam with the
 config's learning rate, and a validation pass over the validation split (loss and accuracy)
-after every epoch; no Lightning at all.
+after every epoch; no Lightning at all. Two plain loops: ``plain`` with torch's default update
+(what ``torch.optim.NAdam(params, lr=lr)`` gives: a per-tensor loop on a CPU), the loop a user
+would write, and ``plain_foreach`` with the update deeptrain's modules use (``foreach=True``,
+:func:`~deeptrain.training.compile.foreach_by_default_`). ``ratio`` is the CLI against the first;
+``same_update_ratio`` against the second, the cost of Lightning and the defaults alone.
 
 An epoch is the time from one epoch's start to the next one's (to the end of training for the
 last): its training steps, its validation and whatever runs at its end (checkpoints, logging).
@@ -37,7 +41,8 @@ callback runs one step of the plain loop (same network, data and optimizer setti
 step has a plain step beside it in time. The medians of the two step times (epochs 2..N, the
 epochs' last steps, validation and epoch ends left out) give the per-step overhead in
 microseconds, which on a machine shared with other jobs is far steadier than a ratio of epochs
-timed apart (their rounds spread by 10 % or more; paired runs repeat within 1 %).
+timed apart (their rounds spread by 10 % or more; paired runs repeat within 1 %). The plain steps
+use the CLI's update (``foreach``), so the overhead is Lightning's and the defaults' alone.
 
     python benchmarks/cli_epoch.py --batch_sizes --paired 32 128 1000 --train_size 10000 --epochs 3 --threads 1
 
@@ -191,10 +196,14 @@ def plain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     return loss
 
 
-def plain_run(template: torch.nn.Module, dm: Any, lr: float, epochs: int) -> list[tuple[float, ...]]:
+# The plain loops: torch's default update (a per-tensor loop on a CPU), and the one deeptrain's modules use.
+PLAIN_UPDATES: dict[str, dict[str, Any]] = {"plain": {}, "plain_foreach": {"foreach": True}}
+
+
+def plain_run(template: torch.nn.Module, dm: Any, lr: float, epochs: int, **update: Any) -> list[tuple[float, ...]]:
     """(wall, thread CPU, process CPU) seconds of each epoch of a plain loop: train over the shuffled split, then validate."""
     model = copy.deepcopy(template)
-    optimizer = torch.optim.NAdam(model.parameters(), lr=lr)
+    optimizer = torch.optim.NAdam(model.parameters(), lr=lr, **update)
     train, val = dm.split("train"), dm.split("val")
     loader = InMemoryLoader(train.images, train.labels, dm.batch_size, shuffle=True, seed=0)
     val_loader = InMemoryLoader(val.images, val.labels, dm.eval_batch_size)
@@ -219,14 +228,14 @@ def plain_run(template: torch.nn.Module, dm: Any, lr: float, epochs: int) -> lis
 
 def compare(data: list[str], batch_size: int, epochs: int, repeats: int,
             variants: dict[str, list[str] | None]) -> dict[str, dict[str, Any]]:
-    """Per variant (None: the plain loop; else the CLI features to switch off), taking turns for ``repeats``
+    """Per variant (None: a plain loop of PLAIN_UPDATES; else the CLI features to switch off), taking turns for ``repeats``
     rounds: the fastest wall, thread-CPU and process-CPU seconds over epochs 2..N of all rounds, and the
     spread of the rounds' fastest wall times."""
     template = plain_model(data, batch_size) if None in variants.values() else None
     rounds: dict[str, list[tuple[float, ...]]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, off in variants.items():
-            times = cli_run(data, batch_size, epochs, off) if off is not None else plain_run(*template, epochs)
+            times = cli_run(data, batch_size, epochs, off) if off is not None else plain_run(*template, epochs, **PLAIN_UPDATES[name])
             best = tuple(min(column) for column in zip(*(times[1:] or times)))
             rounds[name].append(best)
             print(f"  batch {batch_size} {name}: wall {best[0]:.3f} s, cpu {best[1]:.3f} s, process cpu {best[2]:.3f} s",
@@ -260,7 +269,7 @@ class PairedSteps(L.Callback):
 def paired_steps(data: list[str], batch_size: int, epochs: int) -> dict[str, Any]:
     """Median microseconds of a CLI training step and of a plain one, interleaved one for one in one fit."""
     net, dm, lr = plain_model(data, batch_size)
-    optimizer = torch.optim.NAdam(net.parameters(), lr=lr)
+    optimizer = torch.optim.NAdam(net.parameters(), lr=lr, **PLAIN_UPDATES["plain_foreach"])
     train = dm.split("train")
     loader = InMemoryLoader(train.images, train.labels, dm.batch_size, shuffle=True, seed=0)
     batches = itertools.chain.from_iterable(itertools.repeat(loader))  # epoch after epoch, reshuffled
@@ -318,11 +327,12 @@ def main() -> None:
 
     rows, breakdown = [], []
     for batch_size in args.batch_sizes:
-        best = compare(data, batch_size, args.epochs, args.repeats, {"plain": None, "cli": []})
-        plain, cli = best["plain"], best["cli"]
-        rows.append({"batch_size": batch_size, "plain_s": plain["wall"], "cli_s": cli["wall"], "ratio": cli["wall"] / plain["wall"],
+        best = compare(data, batch_size, args.epochs, args.repeats, {"plain": None, "plain_foreach": None, "cli": []})
+        plain, same, cli = best["plain"], best["plain_foreach"], best["cli"]
+        rows.append({"batch_size": batch_size, "plain_s": plain["wall"], "plain_foreach_s": same["wall"], "cli_s": cli["wall"],
+                     "ratio": cli["wall"] / plain["wall"], "same_update_ratio": cli["wall"] / same["wall"],
                      "cpu_ratio": cli["cpu"] / plain["cpu"], "process_cpu_ratio": cli["process_cpu"] / plain["process_cpu"],
-                     "plain_spread": plain["spread"], "cli_spread": cli["spread"]})
+                     "spreads": f"{plain['spread']} / {same['spread']} / {cli['spread']}"})
         print_table(rows[-1:], list(rows[-1]))
     paired = []
     for batch_size in args.paired:

@@ -1,8 +1,8 @@
 """One training epoch of the CIFAR-10 baseline network: deeptrain's Trainer path vs a plain loop.
 
 Both paths use the same in-memory uint8 tensors (45,000 x 3 x 32 x 32), the same model
-(20 x 100 ELU, He init), torch.optim.NAdam and the same per-batch normalization; the
-plain loop has no Lightning at all. Runs alternate and the best of ``--repeats`` is kept.
+(20 x 100 ELU, He init), torch.optim.NAdam with the same update (``foreach``, as the
+Classifier's) and the same per-batch normalization; the plain loop has no Lightning at all. Runs alternate and the best of ``--repeats`` is kept.
 
     python benchmarks/epoch_overhead.py --batch-sizes 32 1000 [--data-dir ../shared/data/cifar10-jpeg]
 
@@ -31,7 +31,7 @@ def new_model(net: str, images: torch.Tensor, **kwargs):
 
 def plain_epoch(net: str, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     model = new_model(net, images).train()
-    optimizer = torch.optim.NAdam(model.parameters())
+    optimizer = torch.optim.NAdam(model.parameters(), foreach=True)  # the Classifier's update: only Lightning differs
     loader = InMemoryLoader(images, labels, batch_size, shuffle=True, seed=0)
     start = time.perf_counter()
     for x, y in loader:

@@ -30,6 +30,7 @@ from torch import nn
 from deeptrain._lightning import CheapHookName, attached_trainer
 from deeptrain.nn.mlp import MLP, MLPConfig
 from deeptrain.nn.normalization import InputNormalizer
+from deeptrain.training.compile import foreach_by_default_
 
 
 class LayerwiseAutoencoder(CheapHookName, L.LightningModule):
@@ -122,7 +123,7 @@ class LayerwiseAutoencoder(CheapHookName, L.LightningModule):
     def configure_optimizers(self) -> Any:
         # One optimizer for all stages: a block gets gradients only during its own stage,
         # and NAdam leaves a parameter without a gradient untouched.
-        return self.optimizer(self.parameters())
+        return foreach_by_default_(self.optimizer(self.parameters()))
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)

@@ -19,7 +19,7 @@ from deeptrain.nn.mc_dropout import mc_predict
 from deeptrain.nn.mlp import MLP, MLPConfig
 from deeptrain.nn.normalization import InputNormalizer
 from deeptrain.training.checkpoint_io import check_checkpoint_fits
-from deeptrain.training.compile import compile_step_
+from deeptrain.training.compile import compile_step_, foreach_by_default_
 from deeptrain.training.penalties import linear_weights, weight_penalty
 from deeptrain.training.run_hparams import run_hparams
 from deeptrain.training.tensorboard import declare_hparams, purge_replayed_steps
@@ -273,7 +273,7 @@ class Classifier(CheapHookName, L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         # Frozen parameters stay out: a finetuning callback adds them as their own group when it unfreezes.
-        optimizer = self.optimizer([p for p in self.parameters() if p.requires_grad])
+        optimizer = foreach_by_default_(self.optimizer([p for p in self.parameters() if p.requires_grad]))
         if self.lr is not None:
             for group in optimizer.param_groups:
                 group["lr"] = self.lr

@@ -1,6 +1,8 @@
-"""``Classifier(compile=True)``: same training as eager, same checkpoint keys. One tiny fit:
-compiling on a CPU takes seconds per graph."""
+"""The optimizer update: torch's multi-tensor (``foreach``) path by default, and
+``Classifier(compile=True)``: same training as eager, same checkpoint keys (one tiny fit:
+compiling on a CPU takes seconds per graph)."""
 
+import importlib
 import os
 import shutil
 
@@ -9,6 +11,8 @@ import pytest
 import torch
 
 from deeptrain.nn.mlp import MLPConfig
+from deeptrain.training.autoencoder import LayerwiseAutoencoder
+from deeptrain.training.compile import foreach_by_default_
 from deeptrain.training.module import Classifier
 from tiny_data import TinyData
 
@@ -19,6 +23,60 @@ def has_compiler() -> bool:
 
 requires_compiler = pytest.mark.skipif(not has_compiler() or not hasattr(torch, "compile"),
                                        reason="torch.compile's CPU backend needs a C++ compiler")
+
+
+@pytest.fixture
+def nadam_paths(monkeypatch) -> dict[str, int]:
+    """How many updates took NAdam's multi-tensor and its per-tensor implementation."""
+    module = importlib.import_module("torch.optim.nadam")  # torch.optim hides its submodules' names
+    calls = {"multi_tensor": 0, "single_tensor": 0}
+    for name in calls:
+        real = getattr(module, f"_{name}_nadam")
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(module, f"_{name}_nadam", counted)
+    return calls
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.NAdam, torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop])
+def test_foreach_becomes_the_default_and_a_group_added_later_gets_it(optimizer):
+    w, later = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = foreach_by_default_(optimizer([w], lr=0.1))
+    opt.add_param_group({"params": [later]})  # what a finetuning callback does when it unfreezes
+    assert [g["foreach"] for g in opt.param_groups] == [True, True]
+
+
+@pytest.mark.parametrize("kwargs", [{"foreach": False}, {"fused": True}, {"differentiable": True}])
+def test_foreach_leaves_an_explicit_choice_alone(kwargs):
+    opt = foreach_by_default_(torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=0.1, **kwargs))
+    assert opt.param_groups[0]["foreach"] == kwargs.get("foreach")  # False stays False, None stays None
+
+
+def test_an_optimizer_without_the_option_is_untouched():
+    opt = foreach_by_default_(torch.optim.LBFGS([torch.nn.Parameter(torch.ones(3))]))
+    assert "foreach" not in opt.param_groups[0] and "foreach" not in opt.defaults
+
+
+@pytest.mark.parametrize("foreach", [None, False])
+def test_the_classifier_updates_with_foreach_unless_told_otherwise(tmp_path, nadam_paths, foreach):
+    model = Classifier(MLPConfig(depth=1, width=8), input_shape=(1, 4, 4), num_classes=3,
+                       optimizer=lambda p: torch.optim.NAdam(p, lr=1e-2, foreach=foreach))
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=TinyData(n=48, batch_size=8))
+    steps = {"multi_tensor": 6, "single_tensor": 0} if foreach is None else {"multi_tensor": 0, "single_tensor": 6}
+    assert nadam_paths == steps
+
+
+def test_the_autoencoder_updates_with_foreach(nadam_paths):
+    model = LayerwiseAutoencoder(MLPConfig(depth=2, width=8), input_shape=(1, 4, 4))
+    optimizer = model.configure_optimizers()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    assert nadam_paths == {"multi_tensor": 1, "single_tensor": 0}
 
 
 def fit(compile: bool, tmp_path) -> tuple[Classifier, L.Trainer]:
