@@ -21,7 +21,8 @@ def foreach_by_default_(optimizer: torch.optim.Optimizer) -> torch.optim.Optimiz
     torch picks ``foreach`` for CUDA tensors and a per-tensor loop on the CPU, where ``foreach``
     makes a batch-32 step of the baseline network ~1.1x faster (benchmarks/optimizers.py). The
     update is the same algorithm; only the rounding differs (~1e-8 after one step). A group
-    whose ``foreach`` is set (True or False), or that is ``fused`` or ``differentiable``, keeps
+    whose ``foreach`` is set (True or False), that is ``fused`` or ``differentiable``, or whose
+    learning rate is a tensor (Adam's ``foreach`` path refuses one unless ``capturable``) keeps
     torch's behaviour, and so does an optimizer without the option (LBFGS). The defaults change
     too, so a group added later (a finetuning callback's) gets the same update.
 
@@ -33,7 +34,8 @@ def foreach_by_default_(optimizer: torch.optim.Optimizer) -> torch.optim.Optimiz
         False
     """
     for group in (optimizer.defaults, *optimizer.param_groups):
-        if "foreach" in group and group["foreach"] is None and not group.get("fused") and not group.get("differentiable"):
+        chosen = group.get("fused") or group.get("differentiable") or torch.is_tensor(group.get("lr"))
+        if "foreach" in group and group["foreach"] is None and not chosen:
             group["foreach"] = True
     return optimizer
 

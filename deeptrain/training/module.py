@@ -273,13 +273,16 @@ class Classifier(CheapHookName, L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         # Frozen parameters stay out: a finetuning callback adds them as their own group when it unfreezes.
-        optimizer = foreach_by_default_(self.optimizer([p for p in self.parameters() if p.requires_grad]))
+        optimizer = self.optimizer([p for p in self.parameters() if p.requires_grad])
         if self.lr is not None:
             for group in optimizer.param_groups:
                 group["lr"] = self.lr
         if self.hparams.get("compile"):
             # the update is most of a small-batch step; tensor learning rates let a schedule change them
+            # (Adam's foreach path refuses a tensor lr: compiled, the update is one kernel either way)
             compile_step_(optimizer, tensor_lr=self.lr_scheduler is not None)
+        else:
+            foreach_by_default_(optimizer)
         if self.lr_scheduler is None:
             return optimizer
         if needs_total_steps(self.lr_scheduler):

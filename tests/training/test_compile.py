@@ -48,9 +48,10 @@ def test_foreach_becomes_the_default_and_a_group_added_later_gets_it(optimizer):
     assert [g["foreach"] for g in opt.param_groups] == [True, True]
 
 
-@pytest.mark.parametrize("kwargs", [{"foreach": False}, {"fused": True}, {"differentiable": True}])
+@pytest.mark.parametrize("kwargs", [{"foreach": False}, {"fused": True}, {"differentiable": True},
+                                    {"lr": torch.tensor(0.1)}])  # Adam's foreach path refuses a tensor lr
 def test_foreach_leaves_an_explicit_choice_alone(kwargs):
-    opt = foreach_by_default_(torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=0.1, **kwargs))
+    opt = foreach_by_default_(torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], **{"lr": 0.1, **kwargs}))
     assert opt.param_groups[0]["foreach"] == kwargs.get("foreach")  # False stays False, None stays None
 
 
@@ -79,10 +80,10 @@ def test_the_autoencoder_updates_with_foreach(nadam_paths):
     assert nadam_paths == {"multi_tensor": 1, "single_tensor": 0}
 
 
-def fit(compile: bool, tmp_path) -> tuple[Classifier, L.Trainer]:
+def fit(compile: bool, tmp_path, optimizer=lambda p: torch.optim.NAdam(p, lr=1e-2), **kwargs) -> tuple[Classifier, L.Trainer]:
     torch.manual_seed(0)
     model = Classifier(MLPConfig(depth=1, width=8, activation="elu"), input_shape=(1, 4, 4), num_classes=3,
-                       compile=compile, optimizer=lambda p: torch.optim.NAdam(p, lr=1e-2))
+                       compile=compile, optimizer=optimizer, **kwargs)
     model.normalizer.set_stats(torch.full((1, 4, 4), 128.0), torch.full((1, 4, 4), 64.0))
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
@@ -109,3 +110,16 @@ def test_compiled_training_matches_eager_and_checkpoints_stay_compatible(tmp_pat
     loaded = Classifier.load_from_checkpoint(path, compile=False)  # loads into an eager model
     x = TinyData(n=48, batch_size=8, labels="random", shuffle=True).x[:5]
     torch.testing.assert_close(loaded.eval()(x), eager.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@requires_compiler
+def test_compiled_adam_under_a_schedule_matches_eager(tmp_path):
+    # a schedule makes the learning rates tensors, which Adam's foreach path refuses
+    setup = dict(optimizer=lambda p: torch.optim.Adam(p, lr=1e-2),
+                 lr_scheduler=lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.5), scheduler_interval="step")
+    eager, _ = fit(False, tmp_path, **setup)
+    compiled, trainer = fit(True, tmp_path, **setup)
+    assert trainer.optimizers[0].param_groups[0]["lr"].item() == pytest.approx(1e-2 * 0.5 ** 6)
+    for (name, p), (_, q) in zip(eager.state_dict().items(), compiled.state_dict().items()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=name)
