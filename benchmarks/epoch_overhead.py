@@ -2,7 +2,8 @@
 
 Both paths use the same in-memory uint8 tensors (45,000 x 3 x 32 x 32), the same model
 (20 x 100 ELU, He init), torch.optim.NAdam with the same update (``foreach``, as the
-Classifier's) and the same per-batch normalization; the plain loop has no Lightning at all. Runs alternate and the best of ``--repeats`` is kept.
+Classifier's) and the same per-batch normalization; the plain loop has no Lightning at all.
+Runs alternate and the best of ``--repeats`` is kept.
 
     python benchmarks/epoch_overhead.py --batch-sizes 32 1000 [--data-dir ../shared/data/cifar10-jpeg]
 
